@@ -1,0 +1,49 @@
+"""Shared fixtures: generated tiny model directories and the real-speech corpus."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from zhuanxie.generator import write_random_model
+
+TINY_ARCHS = ("paraformer-tiny", "seaco-paraformer-tiny", "bicif-paraformer-tiny")
+DEFAULT_AUDIO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `slow` tests unless a -m expression selects tests explicitly (e.g. `-m slow`)."""
+    if config.getoption("markexpr"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory `make(arch, seed=0) -> Path` of generated model dirs, written once per session."""
+    made: dict[tuple[str, int], Path] = {}
+
+    def make(arch: str, seed: int = 0) -> Path:
+        if arch not in TINY_ARCHS:
+            raise ValueError(f"tiny_model_dir makes only {TINY_ARCHS}, not {arch!r}")
+        if (arch, seed) not in made:
+            out = tmp_path_factory.mktemp(f"{arch}-seed{seed}")
+            made[arch, seed] = write_random_model(out, arch, seed)
+        return made[arch, seed]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def audio_dir() -> Path:
+    """The shared real-speech corpus (`ZHUANXIE_TEST_AUDIO` overrides its location)."""
+    path = Path(os.environ.get("ZHUANXIE_TEST_AUDIO", DEFAULT_AUDIO_DIR))
+    if not path.is_dir():
+        pytest.skip(f"test audio not found at {path}; set ZHUANXIE_TEST_AUDIO to its folder")
+    return path

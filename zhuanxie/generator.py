@@ -1,0 +1,522 @@
+"""Seeded random checkpoints in the official FunASR model-directory layout.
+
+A generated directory holds exactly the files a published ModelScope Paraformer directory holds
+(`config.yaml`, `configuration.json`, `am.mvn`, `tokens.json`, `seg_dict`, `model.pt`) and loads
+unchanged in funasr's `AutoModel`, so tests and benchmarks run without any model hub. Only the
+weights, the CMVN statistics and the vocabulary are made up; every structural fact (file formats,
+config keys, module structure, the token-list conventions) mirrors the published models.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from zhuanxie.frontend import Cmvn, write_cmvn
+
+OFFICIAL_FILES = frozenset(
+    {"config.yaml", "configuration.json", "am.mvn", "tokens.json", "seg_dict", "model.pt"}
+)
+
+SPECIAL_TOKENS = ("<blank>", "<s>", "</s>")  # ids 0, 1, 2: blank, sos, eos in funasr
+UNK_TOKEN = "<unk>"  # the last entry, by FunASR's token-list convention
+
+# Front end of every published Paraformer: 80 log-mel bins, LFR stacking of 7 frames every 6.
+N_MELS = 80
+LFR_M = 7
+LFR_N = 6
+FEATURE_DIM = N_MELS * LFR_M  # 560, the encoder input size and the am.mvn dimension
+
+# Published SeACo sets NO_BIAS 8377 in an 8404-token vocab; we keep the same distance from the end.
+NO_BIAS_FROM_END = 27
+
+# Structural constants shared by all published sizes (funasr templates for the three families).
+ENCODER_KERNEL = 11
+DECODER_KERNEL = 11
+SEACO_DECODER_KERNEL = 21
+# The published seaco_decoder_conf says num_blocks 4 but sets no att_layer_num, so funasr's default
+# of 6 applies: 6 full layers, no `decoders2`, and `forward_asf6` indexes exactly layers 0..5.
+SEACO_DECODER_NUM_BLOCKS = 4
+
+MODEL_CLASSES = ("Paraformer", "SeacoParaformer", "BiCifParaformer")
+
+# CJK tokens come from U+4E00..U+9FA5, the range funasr's hotword code treats as Chinese.
+HANZI_FIRST, HANZI_LAST = "\u4e00", "\u9fa5"
+HANZI_COUNT = ord(HANZI_LAST) - ord(HANZI_FIRST) + 1
+
+# Characters of the words tests use as hotwords; they come first, so even a tiny vocab has them.
+HOTWORD_HANZI = "北京阿里巴达摩院魔搭热词语音识别模型你好世界上海杭州深圳"
+# Common simplified characters, roughly most frequent first. All lie in the range above.
+COMMON_HANZI = (
+    "的一是不了人我在有他这为之大来以个中上们到说国和地也子时道出而要于就下得可你年生自会那后能对着事"
+    "其里所去行过家十用发天如然作方成者多日都三小军二无同么经法当起与好看学进种将还分此心前面又定见只"
+    "主没公从知己资全理长部回很两本相新但被意开使已因度实问正合气等次由现物第头手力关向点话高给西性明"
+    "做原系并外间路表真最各位特些建常门把先信打感什电通工动内想文利口政展老提百千万报入品体果制机解形"
+    "加论应或化车候管情代美书市战接求保直光月比走深安何界海往边世山至身女花总结克产任连队水改少王义几"
+    "联热业领传重完计示命元目城单立张认革统条便区指议强准组治阶教育级规受社决史质达音究识期委清调团术"
+    "院备持料必且共算青空思切装型约格观研务除红反容线支斯商际即放声属非称员技始况验难该速节眼风复步造"
+    "须众越营济布局收精读查温效集选土程米争火吃游维号写亲易值息企黑白确叫据场师许半另极积轮引科层随断"
+    "南交落存呢类满轻段觉转离宣帮细望运响钱职台周药份刚群式医早般导标增照送图首参采较价兵专注严官列态"
+    "需证亚乐依跟历试吗消夫斗修干请衣爱适板色饭检低击护功府杀球养喜晚健座武罗卫语别模北京阿巴摩魔搭词"
+    "今谢再欢迎客服录像码杭州圳广民银股票司户数网络脑苹华春夏秋冬东左右午夜末星每钟秒快慢远近旧买卖借"
+    "答听唱跳跑站坐睡醒笑哭饿渴冷痛病校朋友庭父母儿哥姐弟妹爷奶叔姨士"
+)
+
+# English words as their `@@` BPE pieces, `|` between words; a word is its pieces without `@@`
+# (`pri@@ ce` is "price"), as in the published seg_dict's `price pri@@ ce` lines. Single letters
+# (`a`) and letter pieces (`a@@`) join the vocab as well, so that abbreviations and spelled-out
+# words (`g@@ p@@ u`) can occur as they do in the real vocab.
+_ENGLISH_WORDS = """
+the | and | to | of | in | is | it | ok | yes | no | good | line | app | pro | one | new
+pri@@ ce | hel@@ lo | wor@@ ld | mo@@ del | spe@@ ech | ma@@ in | and@@ ro@@ id | ap@@ ple
+da@@ ta | o@@ pen | sour@@ ce | py@@ thon | ser@@ vi@@ ce | mu@@ sic | vi@@ de@@ o
+pho@@ ne | i@@ pho@@ ne | on@@ line | ti@@ me | mee@@ ting | te@@ am | pro@@ ject
+e@@ ma@@ il | wi@@ fi | zo@@ om | de@@ ep | lear@@ ning | git@@ hub | new@@ s | a@@ i
+g@@ p@@ u | c@@ p@@ u | a@@ p@@ i | fu@@ na@@ s@@ r
+"""
+ENGLISH_PIECES: tuple[tuple[str, ...], ...] = tuple(
+    tuple(word.split()) for word in _ENGLISH_WORDS.replace("\n", "|").split("|") if word.strip()
+)
+LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
+
+# A fixed shuffle mixes CJK characters and English pieces so that no code can come to depend on a
+# script's id range; it does not depend on the model seed, so all checkpoints of an arch share one
+# token list.
+_TOKEN_SHUFFLE_SEED = 8404
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Sizes of one generated architecture; everything else is fixed by the published family."""
+
+    model: str
+    """Model class as written in config.yaml: Paraformer, SeacoParaformer or BiCifParaformer."""
+    vocab_size: int
+    """Tokens in tokens.json (V), including the specials and `<unk>`."""
+    d_model: int
+    """Encoder output size (D); also the decoder, predictor and SeACo inner dimension."""
+    attention_heads: int
+    """Heads (H) of every attention layer."""
+    encoder_blocks: int
+    """SANM encoder layers: `encoders0` holds the first, `encoders` the rest."""
+    encoder_linear_units: int
+    """Encoder feed-forward width."""
+    decoder_blocks: int
+    """Full decoder layers (num_blocks = att_layer_num, so no `decoders2`)."""
+    decoder_linear_units: int
+    """Decoder feed-forward width."""
+    seaco_decoder_linear_units: int | None
+    """Feed-forward width of the SeACo bias decoder; None for the other families."""
+    hub_id: str
+    """ModelScope id of the published model this arch mirrors (written to configuration.json)."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_CLASSES:
+            raise ValueError(f"model must be one of {MODEL_CLASSES}, got {self.model!r}")
+        if self.d_model % self.attention_heads != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by attention_heads "
+                f"({self.attention_heads})"
+            )
+        if min(self.encoder_blocks, self.decoder_blocks) < 1:
+            raise ValueError("encoder_blocks and decoder_blocks must be at least 1")
+        if (self.model == "SeacoParaformer") != (self.seaco_decoder_linear_units is not None):
+            raise ValueError("seaco_decoder_linear_units is required for, and only for, SeACo")
+        minimum = len(SPECIAL_TOKENS) + len(_english_tokens()) + 1 + NO_BIAS_FROM_END
+        maximum = minimum - NO_BIAS_FROM_END + HANZI_COUNT
+        if not minimum <= self.vocab_size <= maximum:
+            raise ValueError(
+                f"vocab_size must be within [{minimum}, {maximum}], got {self.vocab_size}"
+            )
+
+    @property
+    def predictor(self) -> str:
+        """CIF predictor class: v3 (with the upsampled timestamp head) for SeACo and BiCif."""
+        return "CifPredictorV2" if self.model == "Paraformer" else "CifPredictorV3"
+
+    @property
+    def no_bias_id(self) -> int:
+        """SeACo's NO_BIAS token id: the bias branch's "no hotword here" class."""
+        return self.vocab_size - NO_BIAS_FROM_END
+
+
+_LARGE = {
+    "vocab_size": 8404,
+    "d_model": 512,
+    "attention_heads": 4,
+    "encoder_blocks": 50,
+    "encoder_linear_units": 2048,
+    "decoder_blocks": 16,
+    "decoder_linear_units": 2048,
+}
+# Same structure at toy sizes; the SeACo bias decoder keeps its 6 full layers (see above).
+_TINY = {
+    "vocab_size": 600,
+    "d_model": 64,
+    "attention_heads": 4,
+    "encoder_blocks": 4,
+    "encoder_linear_units": 128,
+    "decoder_blocks": 3,
+    "decoder_linear_units": 128,
+}
+_HUB_IDS = {
+    "Paraformer": "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
+    "SeacoParaformer": (
+        "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
+    ),
+    "BiCifParaformer": (
+        "iic/speech_paraformer-large-vad-punc_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
+    ),
+}
+
+
+def _english_tokens() -> list[str]:
+    """Every English token: letters, letter pieces, then the pieces of ENGLISH_PIECES."""
+    tokens = dict.fromkeys([*LETTERS, *(f"{c}@@" for c in LETTERS)])
+    for pieces in ENGLISH_PIECES:
+        tokens.update(dict.fromkeys(pieces))
+    return list(tokens)
+
+
+def _spec(model: str, sizes: Mapping[str, int], seaco_ffn: int) -> ArchSpec:
+    return ArchSpec(
+        model=model,
+        seaco_decoder_linear_units=seaco_ffn if model == "SeacoParaformer" else None,
+        hub_id=_HUB_IDS[model],
+        **sizes,
+    )
+
+
+ARCHS: Mapping[str, ArchSpec] = {
+    "paraformer-large": _spec("Paraformer", _LARGE, 1024),
+    "seaco-paraformer-large": _spec("SeacoParaformer", _LARGE, 1024),
+    "bicif-paraformer-large": _spec("BiCifParaformer", _LARGE, 1024),
+    "paraformer-tiny": _spec("Paraformer", _TINY, 64),
+    "seaco-paraformer-tiny": _spec("SeacoParaformer", _TINY, 64),
+    "bicif-paraformer-tiny": _spec("BiCifParaformer", _TINY, 64),
+}
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The spec of a named architecture; raises ValueError naming the known ones."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+    return ARCHS[arch]
+
+
+def arch_config(arch: str) -> dict[str, Any]:
+    """The full config.yaml content for `arch`, key for key as in the published config.
+
+    Blocks that only training reads (specaug, optim, dataset, ...) are kept, so a loader meets the
+    same keys it meets in a real directory. One deliberate difference: `frontend_conf.dither` is
+    0.0 for every family (the published Paraformer config leaves funasr's default of 1.0 in force),
+    so that funasr's features, and hence every parity test, are deterministic.
+    """
+    spec = arch_spec(arch)
+    config: dict[str, Any] = {"model": spec.model, "model_conf": _model_conf(spec)}
+    config |= {"encoder": "SANMEncoder", "encoder_conf": _encoder_conf(spec)}
+    config |= {"decoder": "ParaformerSANMDecoder", "decoder_conf": _decoder_conf(spec)}
+    if spec.seaco_decoder_linear_units is not None:
+        config |= {
+            "seaco_decoder": "ParaformerSANMDecoder",
+            "seaco_decoder_conf": _seaco_decoder_conf(spec, spec.seaco_decoder_linear_units),
+        }
+    config |= {"predictor": spec.predictor, "predictor_conf": _predictor_conf(spec)}
+    config |= {
+        "frontend": "WavFrontend",
+        "frontend_conf": {
+            "fs": 16000,
+            "window": "hamming",
+            "n_mels": N_MELS,
+            "frame_length": 25,
+            "frame_shift": 10,
+            "lfr_m": LFR_M,
+            "lfr_n": LFR_N,
+            "dither": 0.0,
+        },
+    }
+    config |= _training_blocks(spec)
+    config |= {
+        "tokenizer": "CharTokenizer",
+        "tokenizer_conf": {"unk_symbol": UNK_TOKEN, "split_with_space": True},
+    }
+    if spec.model == "Paraformer":
+        config["input_size"] = FEATURE_DIM  # only the Paraformer template spells it out
+    config |= {
+        "ctc_conf": {
+            "dropout_rate": 0.0,
+            "ctc_type": "builtin",
+            "reduce": True,
+            "ignore_nan_grad": True,
+        },
+        "normalize": None,
+    }
+    return config
+
+
+def _model_conf(spec: ArchSpec) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "ctc_weight": 0.0,
+        "lsm_weight": 0.1,
+        "length_normalized_loss": True,
+        "predictor_weight": 1.0,
+        "predictor_bias": 1,  # the CIF count includes a trailing </s>
+        "sampling_ratio": 0.75,
+    }
+    if spec.model == "SeacoParaformer":
+        conf |= {
+            "inner_dim": spec.d_model,
+            "bias_encoder_type": "lstm",
+            "bias_encoder_bid": False,
+            "seaco_lsm_weight": 0.1,
+            "seaco_length_normal": True,
+            "train_decoder": True,
+            "NO_BIAS": spec.no_bias_id,
+        }
+    return conf
+
+
+def _encoder_conf(spec: ArchSpec) -> dict[str, Any]:
+    return {
+        "output_size": spec.d_model,
+        "attention_heads": spec.attention_heads,
+        "linear_units": spec.encoder_linear_units,
+        "num_blocks": spec.encoder_blocks,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "attention_dropout_rate": 0.1,
+        "input_layer": "pe",
+        "pos_enc_class": "SinusoidalPositionEncoder",
+        "normalize_before": True,
+        "kernel_size": ENCODER_KERNEL,
+        "sanm_shfit": 0,  # sic: funasr's spelling of "shift"
+        "selfattention_layer_type": "sanm",
+    }
+
+
+def _decoder_conf(spec: ArchSpec) -> dict[str, Any]:
+    return {
+        "attention_heads": spec.attention_heads,
+        "linear_units": spec.decoder_linear_units,
+        "num_blocks": spec.decoder_blocks,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "self_attention_dropout_rate": 0.1,
+        "src_attention_dropout_rate": 0.1,
+        "att_layer_num": spec.decoder_blocks,
+        "kernel_size": DECODER_KERNEL,
+        "sanm_shfit": 0,
+    }
+
+
+def _seaco_decoder_conf(spec: ArchSpec, linear_units: int) -> dict[str, Any]:
+    return {
+        "attention_heads": spec.attention_heads,
+        "linear_units": linear_units,
+        "num_blocks": SEACO_DECODER_NUM_BLOCKS,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "self_attention_dropout_rate": 0.1,
+        "src_attention_dropout_rate": 0.1,
+        "kernel_size": SEACO_DECODER_KERNEL,
+        "sanm_shfit": 0,
+        "use_output_layer": False,
+        "wo_input_layer": True,
+    }
+
+
+def _predictor_conf(spec: ArchSpec) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "idim": spec.d_model,
+        "threshold": 1.0,
+        "l_order": 1,
+        "r_order": 1,
+        "tail_threshold": 0.45,
+    }
+    if spec.predictor == "CifPredictorV3":
+        conf |= {
+            "smooth_factor2": 0.25,
+            "noise_threshold2": 0.01,
+            "upsample_times": 3,
+            "use_cif1_cnn": False,
+            "upsample_type": "cnn_blstm",
+        }
+    return conf
+
+
+def _training_blocks(spec: ArchSpec) -> dict[str, Any]:
+    """specaug, train, optimiser and dataset blocks: read only by training, kept for fidelity."""
+    train_conf: dict[str, Any] = {
+        "accum_grad": 1,
+        "grad_clip": 5,
+        "max_epoch": 150,
+        "val_scheduler_criterion": ["valid", "acc"],
+        "best_model_criterion": [["valid", "acc", "max"]],
+        "keep_nbest_models": 10,
+        "log_interval": 50,
+    }
+    dataset_conf: dict[str, Any] = {}
+    if spec.model == "SeacoParaformer":
+        train_conf["unused_parameters"] = True
+        dataset_conf["seaco_id"] = spec.no_bias_id
+    dataset_conf |= {
+        "index_ds": "IndexDSJsonl",
+        "batch_sampler": "DynamicBatchLocalShuffleSampler",
+        "batch_type": "example",
+        "batch_size": 1,
+        "max_token_length": 2048,
+        "buffer_size": 500,
+        "shuffle": True,
+        "num_workers": 0,
+    }
+    return {
+        "specaug": "SpecAugLFR",
+        "specaug_conf": {
+            "apply_time_warp": False,
+            "time_warp_window": 5,
+            "time_warp_mode": "bicubic",
+            "apply_freq_mask": True,
+            "freq_mask_width_range": [0, 30],
+            "lfr_rate": LFR_N,
+            "num_freq_mask": 1,
+            "apply_time_mask": True,
+            "time_mask_width_range": [0, 12],
+            "num_time_mask": 1,
+        },
+        "train_conf": train_conf,
+        "optim": "adam",
+        "optim_conf": {"lr": 0.0005},
+        "scheduler": "warmuplr",
+        "scheduler_conf": {"warmup_steps": 30000},
+        "dataset": "AudioDatasetHotword" if spec.model == "SeacoParaformer" else "AudioDataset",
+        "dataset_conf": dataset_conf,
+    }
+
+
+def build_token_list(arch: str) -> list[str]:
+    """The vocabulary of `arch` (V entries): specials, mixed CJK and English pieces, `<unk>`.
+
+    CJK characters are HOTWORD_HANZI and COMMON_HANZI first, then U+4E00 upwards, as many as fit.
+    """
+    spec = arch_spec(arch)
+    english = _english_tokens()
+    n_hanzi = spec.vocab_size - len(SPECIAL_TOKENS) - len(english) - 1
+    chosen = dict.fromkeys(HOTWORD_HANZI + COMMON_HANZI)
+    codepoint = ord(HANZI_FIRST)
+    while len(chosen) < n_hanzi:
+        chosen.setdefault(chr(codepoint))
+        codepoint += 1
+    hanzi = list(chosen)
+    body = hanzi[:n_hanzi] + english
+    random.Random(_TOKEN_SHUFFLE_SEED).shuffle(body)
+    return [*SPECIAL_TOKENS, *body, UNK_TOKEN]
+
+
+def build_seg_dict(tokens: list[str]) -> list[tuple[str, list[str]]]:
+    """seg_dict entries (word, pieces) for a token list from `build_token_list`.
+
+    English words map to their BPE pieces and single letters to themselves; every CJK token maps
+    to itself, because funasr's SeACo hotword code looks each Chinese character up in seg_dict and
+    turns a character it does not find into `<unk>`.
+    """
+    entries = [(_english_word(pieces), list(pieces)) for pieces in ENGLISH_PIECES]
+    entries += [(letter, [letter]) for letter in LETTERS]
+    entries += [(token, [token]) for token in tokens if _is_hanzi(token)]
+    return entries
+
+
+def _english_word(pieces: tuple[str, ...]) -> str:
+    return "".join(piece.removesuffix("@@") for piece in pieces)
+
+
+def _is_hanzi(token: str) -> bool:
+    return len(token) == 1 and HANZI_FIRST <= token <= HANZI_LAST
+
+
+def random_cmvn(seed: int) -> Cmvn:
+    """Plausible global CMVN statistics for the 560-dim LFR features.
+
+    Shift is minus a smooth per-bin log-mel mean of about 8..14, scale one over a standard deviation
+    of about 2.5..5, with seeded jitter; the 80 bins repeat across the 7 stacked LFR frames, as
+    they do in published am.mvn files.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    bins = torch.arange(N_MELS, dtype=torch.float64) / N_MELS
+    mean = 11.0 + 2.5 * torch.sin(torch.pi * bins)
+    mean += 0.4 * torch.randn(N_MELS, generator=generator, dtype=torch.float64)
+    std = 3.6 + 0.8 * torch.cos(torch.pi * bins)
+    std += 0.2 * torch.randn(N_MELS, generator=generator, dtype=torch.float64)
+    shift = (-mean).repeat(LFR_M).float()
+    scale = (1.0 / std.clamp(2.5, 5.0)).repeat(LFR_M).float()
+    return Cmvn(shift=shift, scale=scale)
+
+
+def configuration_json(arch: str) -> dict[str, Any]:
+    """configuration.json as published: funasr joins `file_path_metas` onto the model dir."""
+    return {
+        "framework": "pytorch",
+        "task": "auto-speech-recognition",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "model_name_in_hub": {"ms": arch_spec(arch).hub_id},
+        "file_path_metas": {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
+    }
+
+
+def write_random_model(
+    out_dir: Path,
+    arch: str,
+    seed: int,
+    *,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    wrap: bool = False,
+) -> Path:
+    """Write a complete model directory for `arch` into `out_dir` and return `out_dir`.
+
+    `state_dict` holds the weights under their official key names; by default they come from
+    `zhuanxie.checkpoint.random_state_dict(config, seed)`, where `config` is the config.yaml
+    mapping plus `vocab_size`, as funasr's AutoModel merges it. `wrap=True` saves the weights
+    inside a trainer-style checkpoint (`{"epoch": ..., "state_dict": ...}`), which funasr unwraps.
+    Same arguments give byte-identical files. `out_dir` must be absent or empty.
+    """
+    spec = arch_spec(arch)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; refusing to write a model over it")
+    config = arch_config(arch)
+    if state_dict is None:
+        from zhuanxie.checkpoint import random_state_dict
+
+        state_dict = random_state_dict({**config, "vocab_size": spec.vocab_size}, seed)
+
+    header = (
+        f"# Random-weight {arch} checkpoint written by zhuanxie.generator (seed {seed}).\n"
+        "# Mirrors the published config; dither is 0.0 so that features are deterministic.\n"
+    )
+    config_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    (out_dir / "config.yaml").write_text(header + config_text, encoding="utf-8")
+    (out_dir / "configuration.json").write_text(
+        json.dumps(configuration_json(arch), indent=4, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    tokens = build_token_list(arch)
+    (out_dir / "tokens.json").write_text(
+        json.dumps(tokens, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    seg_lines = [f"{word} {' '.join(pieces)}\n" for word, pieces in build_seg_dict(tokens)]
+    (out_dir / "seg_dict").write_text("".join(seg_lines), encoding="utf-8")
+    write_cmvn(out_dir / "am.mvn", random_cmvn(seed))
+    weights = {key: value.detach().clone().contiguous() for key, value in state_dict.items()}
+    torch.save({"epoch": 1, "state_dict": weights} if wrap else weights, out_dir / "model.pt")
+    return out_dir

@@ -1,0 +1,39 @@
+"""Typed recognition results: plain data, times in seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Token:
+    """One output unit: a CJK character or an English word (BPE pieces joined)."""
+
+    text: str
+    start: float  # seconds from the start of the input
+    end: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of speech decoded in one piece (the whole input when there is no VAD)."""
+
+    start: float
+    end: float
+    text: str
+    tokens: tuple[Token, ...]
+    token_ids: tuple[int, ...]  # model vocabulary ids behind the text, specials removed
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    duration: float  # seconds of audio
+    segments: tuple[Segment, ...]
+    language: str = "zh"
+    hotwords: tuple[str, ...] = ()  # hotwords requested for this input
+    hotwords_found: tuple[str, ...] = ()  # those that occur in the text
+
+    @property
+    def tokens(self) -> tuple[Token, ...]:
+        return tuple(t for s in self.segments for t in s.tokens)
