@@ -52,18 +52,20 @@ def reference_text(ref: FunasrResult) -> str:
     return str(sentence_postprocess(ref.tokens)[0]) if ref.tokens else ""
 
 
-def reference_spans(ref: FunasrResult, upsampled: bool) -> list[tuple[int, int]]:
-    """funasr's per-word [start_ms, end_ms]; for plain Paraformer with PR #3716's argument order."""
-    if upsampled or not ref.tokens:
-        return ref.timestamps
-    from funasr.utils.postprocess_utils import sentence_postprocess
-    from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
+def reference_spans(ref: FunasrResult, upsampled: bool, duration: float) -> list[tuple[int, int]]:
+    """funasr's per-word [start_ms, end_ms] (for plain Paraformer with PR #3716's argument
+    order), clamped to the audio as zhuanxie reports them."""
+    spans = ref.timestamps
+    if not upsampled and ref.tokens:
+        from funasr.utils.postprocess_utils import sentence_postprocess
+        from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
 
-    _, stamps = ts_prediction_lfr6_standard(
-        ref.alphas, ref.peaks, list(ref.tokens), upsample_rate=1
-    )
-    _, words, _ = sentence_postprocess(ref.tokens, stamps)
-    return [(int(s), int(e)) for s, e in words]
+        _, stamps = ts_prediction_lfr6_standard(
+            ref.alphas, ref.peaks, list(ref.tokens), upsample_rate=1
+        )
+        spans = sentence_postprocess(ref.tokens, stamps)[1]
+    end = round(duration * 1000)
+    return [(min(max(int(s), 0), end), min(max(int(e), 0), end)) for s, e in spans]
 
 
 def spans_ms(t: Transcript) -> list[tuple[int, int]]:
@@ -74,7 +76,7 @@ def assert_same(ours: Transcript, ref: FunasrResult, upsampled: bool) -> None:
     ids = list(ours.segments[0].token_ids) if ours.segments else []
     assert ids == ref.token_ids
     assert ours.text == reference_text(ref)
-    assert spans_ms(ours) == reference_spans(ref, upsampled)
+    assert spans_ms(ours) == reference_spans(ref, upsampled, ours.duration)
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -169,7 +171,8 @@ def test_paraformer_timestamps_follow_the_upstream_fix(
     differs = 0
     for wave in speech_clips:
         ref = funasr_transcribe(path, wave, output_timestamp=True)
-        ours = spans_ms(recognizer.transcribe(wave))
-        assert ours == reference_spans(ref, upsampled=False)
+        transcript = recognizer.transcribe(wave)
+        ours = spans_ms(transcript)
+        assert ours == reference_spans(ref, upsampled=False, duration=transcript.duration)
         differs += ours != ref.timestamps  # 1.4.16 passes (peaks, alphas) swapped
     assert differs > 0

@@ -121,8 +121,17 @@ class Recognizer:
             batch[i, : len(w)] = w
         device = self.model.device
         feats, feat_lens = self.model.frontend(batch.to(device), lengths.to(device))
-        plan = self.hotword_encoder.batch(lists) if self.hotword_encoder else None
-        decoded = decode_batch(self.model.network, feats.to(self.model.dtype), feat_lens, plan)
+        # Audio too short for one analysis frame (< 25 ms) has nothing to decode.
+        keep = [i for i, n in enumerate(feat_lens.tolist()) if n > 0]
+        decoded = [Decoded([], []) for _ in waves]
+        if keep:
+            index = torch.tensor(keep, device=device)
+            encoder = self.hotword_encoder
+            plan = encoder.batch([lists[i] for i in keep]) if encoder else None
+            feats = feats[index].to(self.model.dtype)
+            results = decode_batch(self.model.network, feats, feat_lens[index], plan)
+            for i, d in zip(keep, results):
+                decoded[i] = d
         return [
             self.transcript(d, len(w) / SAMPLE_RATE, h) for d, w, h in zip(decoded, waves, lists)
         ]
@@ -131,7 +140,11 @@ class Recognizer:
         self, decoded: Decoded, duration: float, hotwords: tuple[str, ...]
     ) -> Transcript:
         text, words = postprocess(self.model.tokens.to_tokens(decoded.ids), decoded.spans)
-        tokens = tuple(Token(w.text, w.start, w.end) for w in words)
+        # The reference can place a first token before 0 (its 1.5-frame shift) and the last past
+        # the end (LFR frames overhang the audio); times outside the input help no one.
+        tokens = tuple(
+            Token(w.text, clamp(w.start, duration), clamp(w.end, duration)) for w in words
+        )
         segment = Segment(0.0, duration, text, tokens, tuple(decoded.ids))
         return Transcript(
             text=text,
@@ -140,6 +153,10 @@ class Recognizer:
             hotwords=hotwords,
             hotwords_found=hotwords_found(text, hotwords),
         )
+
+
+def clamp(seconds: float, duration: float) -> float:
+    return min(max(seconds, 0.0), duration)
 
 
 def as_waveform(audio: Audio, index: int) -> Tensor:
