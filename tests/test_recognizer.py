@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -105,7 +106,9 @@ def test_representable_hotwords_do_not_warn(seaco: Recognizer) -> None:
 def test_hotwords_found_are_reported(seaco: Recognizer) -> None:
     wave = noise(3.0, seed=5)
     tokens = seaco.transcribe(wave).tokens
-    present = next(a.text + b.text for a, b in zip(tokens, tokens[1:]) if len(a.text + b.text) == 2)
+    present = next(
+        a.text + b.text for a, b in itertools.pairwise(tokens) if len(a.text + b.text) == 2
+    )
     t = seaco.transcribe(wave, hotwords=[present, "从来没有"])
     assert t.hotwords == (present, "从来没有")
     assert set(t.hotwords_found) <= {present}

@@ -13,10 +13,12 @@ budget allows. Two facts follow (tests check both):
 - No contiguous split of the sorted order uses fewer batches: a greedy batch starts at the same
   item as a rival's batch or at a later, shorter one, so it can hold as many items or more, and
   it ends at or after the rival's.
-- Padding is bounded however many items there are. A batch padded to f_k holds at most F / f_k
-  items (F = max_padded_frames), each shorter than f_k by at most f_k - f_{k+1}, so the padded
+- Padding is bounded however many items there are. Batch k, padded to f_k, holds at most
+  F / f_k items (F = max_padded_frames; a lone oversize item has no padding), each shorter than
+  f_k by at most f_k - f_{k+1}; summing F × (1 - f_{k+1} / f_k) over the batches, the padding
   frames total at most F × ln(longest / shortest), and at most max_batch_size × (longest -
-  shortest).
+  shortest). With F = 4000 and segments of 1 to 30 s that is about 13,600 frames (14 minutes
+  of audio) per plan, however many hours the plan holds.
 """
 
 from __future__ import annotations
