@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import wave as wavfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from zhuanxie.generator import write_random_model
@@ -47,3 +49,24 @@ def audio_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"test audio not found at {path}; set ZHUANXIE_TEST_AUDIO to its folder")
     return path
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """A 16-bit PCM WAV file as float32 samples in [-1, 1]."""
+    with wavfile.open(str(path)) as f:
+        assert f.getframerate() == 16000, path
+        assert f.getnchannels() == 1, path
+        frames = f.readframes(f.getnframes())
+    return np.frombuffer(frames, dtype=np.int16).astype(np.float32) / 32768
+
+
+@pytest.fixture(scope="session")
+def speech_clips(audio_dir: Path) -> list[np.ndarray]:
+    """The 16 kHz mono Mandarin recordings of the shared corpus (1.8 s to 13 s)."""
+    clips = []
+    for path in sorted((audio_dir / "zh").glob("*.wav")):
+        with wavfile.open(str(path)) as f:
+            if f.getframerate() == 16000 and f.getnchannels() == 1 and f.getnframes() < 16000 * 20:
+                clips.append(read_wav(path))
+    assert len(clips) >= 5, f"expected the Mandarin clips in {audio_dir / 'zh'}"
+    return clips

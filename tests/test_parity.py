@@ -8,7 +8,6 @@ reference's span rule called in the corrected argument order (FunASR PR #3716); 
 
 from __future__ import annotations
 
-import wave as wavfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,27 +21,6 @@ from zhuanxie.result import Transcript
 from zhuanxie.tokenizer import load_token_list
 
 ARCHS = ("paraformer-tiny", "bicif-paraformer-tiny", "seaco-paraformer-tiny")
-
-
-def read_wav(path: Path) -> np.ndarray:
-    """A 16-bit PCM WAV file as float32 samples in [-1, 1]."""
-    with wavfile.open(str(path)) as f:
-        assert f.getframerate() == 16000, path
-        assert f.getnchannels() == 1, path
-        frames = f.readframes(f.getnframes())
-    return np.frombuffer(frames, dtype=np.int16).astype(np.float32) / 32768
-
-
-@pytest.fixture(scope="module")
-def speech_clips(audio_dir: Path) -> list[np.ndarray]:
-    """The 16 kHz mono Mandarin recordings of the shared corpus (1.8 s to 13 s)."""
-    clips = []
-    for path in sorted((audio_dir / "zh").glob("*.wav")):
-        with wavfile.open(str(path)) as f:
-            if f.getframerate() == 16000 and f.getnchannels() == 1 and f.getnframes() < 16000 * 20:
-                clips.append(read_wav(path))
-    assert len(clips) >= 5, f"expected the Mandarin clips in {audio_dir / 'zh'}"
-    return clips
 
 
 def reference_text(ref: FunasrResult) -> str:
