@@ -165,6 +165,7 @@ class ItemOutOfMemoryError(RuntimeError):
         )
         self.index = index
         self.frames = frames
+        self.reason = reason
 
 
 def measure_frame_cost(probe: MemoryProbe, run: Callable[[], object], frames: int) -> float:

@@ -139,20 +139,30 @@ class Recognizer:
     def transcript(
         self, decoded: Decoded, duration: float, hotwords: tuple[str, ...]
     ) -> Transcript:
-        text, words = postprocess(self.model.tokens.to_tokens(decoded.ids), decoded.spans)
-        # The reference can place a first token before 0 (its 1.5-frame shift) and the last past
-        # the end (LFR frames overhang the audio); times outside the input help no one.
-        tokens = tuple(
-            Token(w.text, clamp(w.start, duration), clamp(w.end, duration)) for w in words
-        )
-        segment = Segment(0.0, duration, text, tokens, tuple(decoded.ids))
+        segment = make_segment(self.model, decoded, 0.0, duration)
+        text = segment.text if segment else ""
         return Transcript(
             text=text,
             duration=duration,
-            segments=(segment,) if text else (),
+            segments=(segment,) if segment else (),
             hotwords=hotwords,
             hotwords_found=hotwords_found(text, hotwords),
         )
+
+
+def make_segment(model: Model, decoded: Decoded, start: float, duration: float) -> Segment | None:
+    """A decoded stretch of audio starting ``start`` seconds into its input -> a ``Segment``
+    with times on the input's timeline, or None if nothing was recognised."""
+    text, words = postprocess(model.tokens.to_tokens(decoded.ids), decoded.spans)
+    if not text:
+        return None
+    # The reference can place a first token before 0 (its 1.5-frame shift) and the last past
+    # the end (LFR frames overhang the audio); times outside the segment help no one.
+    tokens = tuple(
+        Token(w.text, start + clamp(w.start, duration), start + clamp(w.end, duration))
+        for w in words
+    )
+    return Segment(start, start + duration, text, tokens, tuple(decoded.ids))
 
 
 def clamp(seconds: float, duration: float) -> float:

@@ -3,7 +3,7 @@
 Input is an iterable of float32 mono 16 kHz chunks of any sizes (what `zhuanxie.audio` yields);
 output is an iterator of `SpeechSegment`s, each given in samples on the input's timeline together
 with its audio, produced while the input is still being read. Memory stays bounded whatever the
-input length: at most one chunk plus one segment (`max_segment_s`) of audio is held.
+input length: a few chunks plus one segment (`max_segment_s`) of audio at most are held.
 
 How the model runs. Silero VAD (v5/v6, the weights inside the `silero-vad` wheel) decides once per
 512-sample window (32 ms) from that window plus the 64 samples before it, and carries an LSTM state
@@ -63,7 +63,8 @@ class VadOptions:
 
     A segment that would pass max_segment_s is cut at the centre of the 512-sample window with the
     lowest speech probability (ties: lowest energy, then latest) among those lying wholly in the
-    second half of [segment start, segment start + max_segment_s]; the next segment starts there.
+    second half of [segment start, segment start + max_segment_s]; the next segment starts there,
+    and is kept however short if it holds any speech (min_speech_ms applies to whole regions).
     """
 
     threshold: float = 0.5
@@ -95,7 +96,9 @@ class VadOptions:
                 f" ({2 * self.speech_pad_ms}) so padded segments never meet"
             )
         if not (math.isfinite(self.max_segment_s) and self.max_segment_s >= 1.0):
-            raise ValueError(f"max_segment_s must be a finite number >= 1, not {self.max_segment_s!r}")
+            raise ValueError(
+                f"max_segment_s must be a finite number >= 1, not {self.max_segment_s!r}"
+            )
         if 4 * self.speech_pad_ms > 1000 * self.max_segment_s:
             raise ValueError(
                 f"max_segment_s ({self.max_segment_s}) must be at least 4 * speech_pad_ms"
@@ -122,7 +125,9 @@ class SpeechSegment:
     """The input's samples [start, end), float32, a copy owned by this segment."""
 
 
-def fixed_segments(chunks: Iterable[Samples], max_segment_s: float = 20.0) -> Iterator[SpeechSegment]:
+def fixed_segments(
+    chunks: Iterable[Samples], max_segment_s: float = 20.0
+) -> Iterator[SpeechSegment]:
     """Segments for `vad="none"`: the whole input if it fits in max_segment_s, else pieces of it.
 
     Every sample lands in exactly one segment. A piece that would exceed max_segment_s is cut at the
@@ -166,7 +171,9 @@ class SileroVad:
         self._sequence = ort.InferenceSession(
             str(_model_path(SEQUENCE_MODEL)), options, providers=providers
         )
-        self._step = ort.InferenceSession(str(_model_path(STEP_MODEL)), options, providers=providers)
+        self._step = ort.InferenceSession(
+            str(_model_path(STEP_MODEL)), options, providers=providers
+        )
 
     def speech_probabilities(self, chunks: Iterable[Samples]) -> npt.NDArray[np.float32]:
         """Silero's speech probability per 512-sample window, (ceil(S / 512),) float32.
@@ -264,7 +271,7 @@ def _model_path(name: str) -> Path:
         if file.name == name and file.parent.name == "data":
             return Path(str(file.locate()))
     raise FileNotFoundError(
-        f"the installed silero-vad has no data/{name}; install a release that ships it (>= 6.2)"
+        f"the installed silero-vad has no data/{name}; install silero-vad >= 6.2.2, the first release that ships it"
     )
 
 
@@ -375,7 +382,7 @@ class _Segmenter:
         self._speech_start: int | None = None  # where the open speech region began; None in silence
         self._segment_start = 0  # where the open region's next segment begins (padded, or a split)
         self._was_split = False
-        self._silence_start: int | None = None  # Silero's temp_end: first window of current silence
+        self._silence_start: int | None = None  # Silero's temp_end: where the current silence began
 
     def add_audio(self, samples: Samples) -> None:
         self._audio.append(samples)
@@ -462,7 +469,7 @@ class _Segmenter:
 
 
 def _search_windows(start: int, end: int) -> tuple[int, int]:
-    """Windows [first, last) lying wholly in the second half of the span a split may end."""
+    """Windows [first, last) lying wholly in the second half of [start, end)."""
     middle = start + (end - start) // 2
     return -(-middle // WINDOW), end // WINDOW
 

@@ -1,0 +1,202 @@
+"""The engine: many inputs, shared batches, per-input failures, bounded queues."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from zhuanxie.audio import load_audio
+from zhuanxie.decoding import Decoded
+from zhuanxie.engine import AudioInput, Engine, EngineOptions, InputResult, Progress, join_texts
+from zhuanxie.recognizer import Recognizer, load_model
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Callable[..., Path]):  # type: ignore[no-untyped-def]
+    return load_model(tiny_model_dir("seaco-paraformer-tiny"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Speech-like bursts with pauses, written as 16 kHz WAV files of 2 to 14 s."""
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(6):
+        parts = []
+        for _ in range(i + 1):
+            n = int(rng.uniform(1.0, 2.5) * 16000)
+            t = np.arange(n) / 16000
+            voiced = np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+            parts += [0.2 * voiced + rng.normal(0, 0.02, n), np.zeros(16000)]
+        path = folder / f"clip{i}.wav"
+        soundfile.write(path, np.concatenate(parts).astype(np.float32), 16000)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def speech_files(
+    tmp_path_factory: pytest.TempPathFactory, speech_clips: list[np.ndarray]
+) -> list[Path]:
+    """Real Mandarin recordings joined with one-second pauses (VAD needs real speech)."""
+    folder = tmp_path_factory.mktemp("speech")
+    pause = np.zeros(16000, dtype=np.float32)
+    paths = []
+    for i in range(4):
+        parts = [
+            clip
+            for j in range(i + 2)
+            for clip in (speech_clips[(i + j) % len(speech_clips)], pause)
+        ]
+        path = folder / f"speech{i}.wav"
+        soundfile.write(path, np.concatenate(parts), 16000)
+        paths.append(path)
+    return paths
+
+
+def by_index(results: list[InputResult]) -> list[InputResult]:
+    return sorted(results, key=lambda r: r.index)
+
+
+def test_every_input_gets_a_transcript(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(model, EngineOptions(vad="none"))
+    results = by_index(list(engine.transcribe_many(clips)))
+    assert [r.index for r in results] == list(range(len(clips)))
+    assert [r.name for r in results] == [str(p) for p in clips]
+    assert all(r.transcript is not None and r.error is None for r in results)
+
+
+def test_unsegmented_short_input_equals_the_recognizer(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(model, EngineOptions(vad="none"))
+    recognizer = Recognizer(model)
+    for result in by_index(list(engine.transcribe_many(clips[:3]))):
+        wave = load_audio(clips[result.index])
+        assert result.transcript is not None
+        assert result.transcript.text == recognizer.transcribe(wave).text
+
+
+def test_segments_of_different_inputs_share_batches(model, speech_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(model, EngineOptions(vad="silero", decode_workers=2))
+    results = list(engine.transcribe_many(speech_files))
+    segments = sum(len(r.transcript.segments) for r in results if r.transcript)
+    assert engine.stats.segments >= segments > len(speech_files)
+    assert engine.stats.batches < engine.stats.segments
+
+
+def test_token_times_are_on_each_inputs_timeline(model, speech_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(model, EngineOptions(vad="silero"))
+    for result in engine.transcribe_many(speech_files):
+        t = result.transcript
+        assert t is not None
+        assert len(t.segments) > 1
+        for a, b in zip(t.segments, t.segments[1:]):
+            assert a.end <= b.start
+        for s in t.segments:
+            assert all(s.start <= tok.start <= tok.end <= s.end for tok in s.tokens)
+        assert t.segments[-1].end <= t.duration + 1e-6
+
+
+def test_a_broken_input_fails_alone(model, clips: list[Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(np.random.default_rng(0).bytes(5000))
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    inputs = [clips[0], garbage, tmp_path / "missing.flac", empty, clips[1]]
+    results = by_index(list(Engine(model).transcribe_many(inputs)))
+    assert [r.error is None for r in results] == [True, False, False, False, True]
+    assert "garbage.wav" in (results[1].error or "") or "garbage.wav" in results[1].name
+    assert "no such file" in (results[2].error or "")
+    assert results[3].error is not None
+
+
+def test_silence_gives_an_empty_transcript_not_an_error(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "silence.wav"
+    soundfile.write(path, np.zeros(16000 * 5, dtype=np.float32), 16000)
+    result = next(iter(Engine(model).transcribe_many([path])))
+    assert result.error is None
+    assert result.transcript is not None
+    assert result.transcript.text == ""
+    assert result.transcript.duration == 5.0
+
+
+def test_arrays_bytes_and_per_input_hotwords(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    wave = load_audio(clips[0])
+    inputs = [
+        AudioInput(wave, sample_rate=16000, name="array"),
+        AudioInput(clips[0].read_bytes(), name="bytes"),
+        AudioInput(clips[0], hotwords=("北京", "魔搭")),
+    ]
+    results = by_index(list(Engine(model, EngineOptions(vad="none")).transcribe_many(inputs)))
+    assert [r.name for r in results] == ["array", "bytes", str(clips[0])]
+    assert results[0].transcript == results[1].transcript
+    assert results[2].transcript is not None
+
+
+def test_progress_reports_every_input(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    seen: list[Progress] = []
+    list(Engine(model).transcribe_many(clips, progress=seen.append))
+    assert [p.inputs_done for p in seen] == list(range(1, len(clips) + 1))
+    assert seen[-1].inputs_failed == 0
+    assert seen[-1].audio_seconds == pytest.approx(sum(soundfile.info(p).duration for p in clips))
+
+
+def test_closing_early_stops_the_workers(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    before = threading.active_count()
+    results = Engine(model).transcribe_many(clips * 5)
+    next(results)
+    results.close()
+    assert threading.active_count() == before
+
+
+class FlakyEngine(Engine):
+    """Runs out of memory on any batch over a hidden capacity, like a GPU would."""
+
+    capacity = 150  # padded LFR frames
+
+    def _decode(self, items: Sequence) -> list[Decoded]:  # type: ignore[override, type-arg]
+        frames = len(items) * max(it.feats.shape[0] for it in items)
+        if frames > self.capacity:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return super()._decode(items)
+
+
+def test_out_of_memory_splits_batches_and_loses_nothing(model, speech_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    options = EngineOptions(vad="silero", batch_frames=2000)
+    expected = {r.index: r.transcript for r in Engine(model, options).transcribe_many(speech_files)}
+    flaky = FlakyEngine(model, options)
+    results = {r.index: r.transcript for r in flaky.transcribe_many(speech_files)}
+    assert results == expected
+    assert flaky.governor.stats().oom_events > 0
+    assert flaky.governor.budget.max_padded_frames < 2000
+
+
+def test_an_item_too_big_for_memory_fails_only_its_input(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    flaky = FlakyEngine(model, EngineOptions(vad="none"))
+    frames = [flaky.features(load_audio(p)).shape[0] for p in clips[:3]]
+    flaky.capacity = frames[0]  # the shortest clip fits alone, the longer ones never do
+    results = by_index(list(flaky.transcribe_many(clips[:3])))
+    assert results[0].error is None
+    assert [r.error for r in results[1:]] == [
+        f"the {n * 0.06:.1f} s segment at 0.0 s ran out of memory even alone (CUDA out of "
+        "memory. Tried to allocate 2.00 GiB (injected)); lower the maximum segment length "
+        "or free device memory"
+        for n in frames[1:]
+    ]
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="vad must be 'silero' or 'none'"):
+        EngineOptions(vad="fsmn")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="decode_workers must be >= 1"):
+        replace(EngineOptions(), decode_workers=0)
+
+
+def test_segment_texts_join_without_spaces_except_between_words() -> None:
+    assert join_texts(["你好", "世界", "hello", "world", "再见"]) == "你好世界hello world再见"

@@ -1,0 +1,535 @@
+"""The throughput engine: many inputs in, one transcript per input out, the device kept busy.
+
+    inputs ─► decode workers ─► segments ─► scheduler ─► batches ─► runners ─► results ─► regroup
+              (threads: decode,  (bounded    (pools ready  (bounded   (one per    (per input,
+               resample, VAD,     queue)      segments of   queue)     device)     in segment
+               features)                      every input,                         order)
+                                              length-sorted
+                                              batches)
+
+Every queue is bounded, so memory stays bounded however long or many the inputs are; a worker
+blocks when the scheduler is behind. An input that fails (unreadable file, bad audio) is reported
+as that input's error and the others go on. Segments of different inputs share batches; an
+item's result does not depend on its batch-mates (see ``decoding``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zhuanxie.audio import SAMPLE_RATE, AudioOptions, Source, stream_audio
+from zhuanxie.batching import next_batch, padded_frames
+from zhuanxie.decoding import Decoded, decode_batch
+from zhuanxie.governor import (
+    GovernorOptions,
+    ItemOutOfMemoryError,
+    MemoryGovernor,
+    run_with_oom_recovery,
+)
+from zhuanxie.hotwords import HotwordEncoder, normalize_hotwords
+from zhuanxie.recognizer import Model, make_segment
+from zhuanxie.result import Segment, Transcript
+from zhuanxie.vad import SileroVad, SpeechSegment, VadOptions, fixed_segments
+
+log = logging.getLogger("zhuanxie.engine")
+
+# How long the scheduler waits for more segments before running a partial batch while a runner
+# is idle: long enough to pool the segments of a file that is being decoded, short enough that
+# the device never idles noticeably.
+POOL_WAIT_S = 0.05
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine runs; the same for every input. Vary with ``dataclasses.replace``."""
+
+    vad: Literal["silero", "none"] = "silero"
+    """Segmenter: Silero VAD, or none (short inputs whole, long ones cut at quiet points)."""
+    vad_options: VadOptions = field(default_factory=VadOptions)
+    """Silero thresholds, padding and the maximum segment length (also used by vad='none')."""
+    decode_workers: int = 2
+    """Threads that decode, resample, segment and compute features, overlapping the model."""
+    max_batch_size: int = 64
+    """Most segments in one batch."""
+    batch_frames: int | None = None
+    """Padded LFR frames (60 ms) per batch; None lets the memory governor choose."""
+    queue_segments: int = 256
+    """Segments waiting for the model, at most; bounds memory for any input length."""
+    chunk_seconds: float = 30.0
+    """Audio decoded per step of a streaming input."""
+
+    def __post_init__(self) -> None:
+        if self.vad not in ("silero", "none"):
+            raise ValueError(f"vad must be 'silero' or 'none', not {self.vad!r}")
+        for name in ("decode_workers", "max_batch_size", "queue_segments"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EngineOptions.{name} must be >= 1, not {getattr(self, name)}")
+        if self.batch_frames is not None and self.batch_frames < 1:
+            raise ValueError(f"EngineOptions.batch_frames must be >= 1, not {self.batch_frames}")
+        if self.chunk_seconds <= 0:
+            raise ValueError(f"EngineOptions.chunk_seconds must be > 0, not {self.chunk_seconds}")
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """One input and its per-input settings."""
+
+    source: Source
+    """A path, the bytes of an encoded file, or a numpy array (give ``sample_rate``)."""
+    sample_rate: int | None = None
+    hotwords: tuple[str, ...] = ()
+    channel: int | None = None
+    """Decode one channel (0-based) instead of mixing all channels down."""
+    name: str | None = None
+    """How results and errors refer to this input; defaults to the path."""
+
+    @property
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        if isinstance(self.source, (str, Path)):
+            return str(self.source)
+        return "<bytes>" if isinstance(self.source, bytes) else "<array>"
+
+
+@dataclass(frozen=True)
+class InputResult:
+    """What became of one input: a transcript, or the reason it failed."""
+
+    index: int  # position in the inputs given to ``transcribe_many``
+    name: str
+    transcript: Transcript | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    inputs_done: int
+    inputs_failed: int
+    audio_seconds: float  # of finished inputs
+    elapsed_seconds: float
+
+
+@dataclass
+class EngineStats:
+    """Running counters for the server, the UI and logs (read them any time)."""
+
+    batches: int = 0
+    segments: int = 0
+    padded_frames: int = 0
+    real_frames: int = 0
+    audio_seconds: float = 0.0
+    model_seconds: float = 0.0
+    queue_depth: int = 0
+    out_of_memory: int = 0
+
+    @property
+    def padding_ratio(self) -> float:
+        return 1 - self.real_frames / self.padded_frames if self.padded_frames else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class _Item:
+    """A segment ready for the model."""
+
+    input_index: int
+    segment_index: int
+    start: float  # seconds on the input's timeline
+    duration: float
+    feats: Tensor  # (T', 560) float32, CPU
+    hotwords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _InputEnd:
+    input_index: int
+    segments: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class _InputError:
+    input_index: int
+    error: str
+
+
+@dataclass(frozen=True)
+class _Done:
+    item: _Item
+    segment: Segment | None
+    error: str | None = None
+
+
+_Message = _Item | _InputEnd | _InputError
+
+
+class Engine:
+    """Transcribes many inputs with one model, pooling their segments into shared batches."""
+
+    def __init__(
+        self,
+        model: Model,
+        options: EngineOptions | None = None,
+        governor: MemoryGovernor | None = None,
+    ) -> None:
+        self.model = model
+        self.options = options or EngineOptions()
+        self.stats = EngineStats()
+        self.vad = SileroVad() if self.options.vad == "silero" else None
+        self.hotword_encoder = (
+            HotwordEncoder(model.network, model.tokens, model.seg_dict)
+            if model.dims.seaco is not None
+            else None
+        )
+        if governor is None:
+            frames = self.options.batch_frames
+            governor_options = GovernorOptions(max_batch_size=self.options.max_batch_size)
+            if frames is not None:
+                governor_options = replace(
+                    governor_options,
+                    cpu_padded_frames=frames,
+                    min_padded_frames=min(frames, governor_options.min_padded_frames),
+                )
+            governor = MemoryGovernor.for_cpu(governor_options)
+        self.governor = governor
+        self._lock = threading.Lock()  # one batch on the model at a time
+
+    def transcribe(self, source: Source | AudioInput) -> Transcript:
+        """One input -> its transcript; raises ValueError with the reason if it fails."""
+        result = next(iter(self.transcribe_many([source])))
+        if result.transcript is None:
+            raise ValueError(f"{result.name}: {result.error}")
+        return result.transcript
+
+    def transcribe_many(
+        self,
+        inputs: Iterable[Source | AudioInput],
+        progress: Callable[[Progress], None] | None = None,
+    ) -> Iterator[InputResult]:
+        """Results as inputs complete (not necessarily in input order; see ``index``).
+
+        ``inputs`` is read lazily, so it may be a generator over millions of files.
+        Closing the iterator early stops every worker.
+        """
+        run = _Run(self, progress)
+        try:
+            yield from run.results(inputs)
+        finally:
+            run.stop()
+
+    # Mechanism used by _Run ----------------------------------------------------------------
+
+    def segments(self, spec: AudioInput, counter: SampleCounter) -> Iterator[SpeechSegment]:
+        """The input's speech segments; ``counter`` learns its length as it streams."""
+        audio_options = AudioOptions(channel=spec.channel, chunk_seconds=self.options.chunk_seconds)
+        chunks = counter.count(
+            stream_audio(spec.source, sample_rate=spec.sample_rate, options=audio_options)
+        )
+        if self.vad is None:
+            return fixed_segments(chunks, self.options.vad_options.max_segment_s)
+        return self.vad.segments(chunks, self.options.vad_options)
+
+    def features(self, audio: np.ndarray) -> Tensor:
+        """(S,) samples -> (T', 560) features on the CPU."""
+        wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        frontend = self.model.frontend
+        if self.model.device.type != "cpu":
+            wave = wave.to(self.model.device)
+        feats, lens = frontend(wave, torch.tensor([wave.shape[1]], device=wave.device))
+        return feats[0, : int(lens[0])].cpu()
+
+    def run_batch(self, items: Sequence[_Item]) -> list[_Done]:
+        """Decode one batch, recovering from out-of-memory by splitting it."""
+        lengths = [it.feats.shape[0] for it in items]
+
+        def run(indices: Sequence[int]) -> list[Decoded]:
+            return self._decode([items[i] for i in indices])
+
+        started = time.perf_counter()
+        try:
+            outcomes: list[Decoded | BaseException] = list(
+                run_with_oom_recovery(lengths, run, self.governor)
+            )
+        # A batch that fails for any other reason fails its items' inputs, not the run.
+        except Exception as e:
+            log.exception("batch of %d segments failed", len(items))
+            outcomes = [e] * len(items)
+        elapsed = time.perf_counter() - started
+        done = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, ItemOutOfMemoryError):
+                message = (
+                    f"the {item.duration:.1f} s segment at {item.start:.1f} s ran out of memory "
+                    f"even alone ({outcome.reason}); lower the maximum segment length "
+                    "or free device memory"
+                )
+                done.append(_Done(item, None, message))
+            elif isinstance(outcome, BaseException):
+                done.append(_Done(item, None, f"{type(outcome).__name__}: {outcome}"))
+            else:
+                segment = make_segment(self.model, outcome, item.start, item.duration)
+                done.append(_Done(item, segment))
+        self._record(lengths, elapsed, items)
+        return done
+
+    def _decode(self, items: Sequence[_Item]) -> list[Decoded]:
+        device, dtype = self.model.device, self.model.dtype
+        lens = torch.tensor([it.feats.shape[0] for it in items])
+        feats = torch.zeros(len(items), int(lens.max()), items[0].feats.shape[1])
+        for i, it in enumerate(items):
+            feats[i, : it.feats.shape[0]] = it.feats
+        plan = (
+            self.hotword_encoder.batch([it.hotwords for it in items])
+            if self.hotword_encoder
+            else None
+        )
+        with self._lock:
+            return decode_batch(self.model.network, feats.to(device, dtype), lens.to(device), plan)
+
+    def _record(self, lengths: list[int], elapsed: float, items: Sequence[_Item]) -> None:
+        padded = padded_frames(lengths, range(len(lengths)))
+        real = sum(lengths)
+        stats = self.stats
+        stats.batches += 1
+        stats.segments += len(items)
+        stats.padded_frames += padded
+        stats.real_frames += real
+        stats.audio_seconds += sum(it.duration for it in items)
+        stats.model_seconds += elapsed
+        stats.out_of_memory = self.governor.stats().oom_events
+        log.info(
+            "batch",
+            extra={
+                "items": len(items),
+                "padded_frames": padded,
+                "padding_ratio": round(1 - real / padded, 4) if padded else 0.0,
+                "seconds": round(elapsed, 4),
+                "peak_memory_bytes": peak_memory(self.model.device),
+            },
+        )
+
+
+class SampleCounter:
+    """Counts the samples that pass through a chunk stream."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def count(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for chunk in chunks:
+            self.samples += len(chunk)
+            yield chunk
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak device memory on a GPU, else the process's peak resident set size (bytes)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Run:
+    """One ``transcribe_many`` call: its threads, queues and bookkeeping."""
+
+    def __init__(self, engine: Engine, progress: Callable[[Progress], None] | None) -> None:
+        self.engine = engine
+        self.progress = progress
+        options = engine.options
+        self.stop_event = threading.Event()
+        # None marks the end of a queue's stream.
+        self.pending: queue.Queue[tuple[int, AudioInput] | None] = queue.Queue(
+            maxsize=options.decode_workers * 2
+        )
+        self.messages: queue.Queue[_Message] = queue.Queue(maxsize=options.queue_segments)
+        self.done: queue.Queue[_Done | _InputEnd | _InputError | None] = queue.Queue()
+        self.names: dict[int, str] = {}
+        self.threads: list[threading.Thread] = []
+        self.started = time.perf_counter()
+
+    def results(self, inputs: Iterable[Source | AudioInput]) -> Iterator[InputResult]:
+        feeder = self._spawn(self._feed, inputs)
+        workers = [self._spawn(self._work) for _ in range(self.engine.options.decode_workers)]
+        self._spawn(self._schedule, workers, feeder)
+        yield from self._collect()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _spawn(self, target: Callable[..., None], *args: object) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return thread
+
+    def _put(self, q: queue.Queue[Any], value: object) -> bool:
+        """Put unless the run is stopping; False if it stopped."""
+        while not self.stop_event.is_set():
+            try:
+                q.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _feed(self, inputs: Iterable[Source | AudioInput]) -> None:
+        for index, source in enumerate(inputs):
+            spec = source if isinstance(source, AudioInput) else AudioInput(source)
+            self.names[index] = spec.label
+            if not self._put(self.pending, (index, spec)):
+                return
+        for _ in range(self.engine.options.decode_workers):
+            self._put(self.pending, None)
+
+    def _work(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                job = self.pending.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if job is None:
+                return
+            self._segment(*job)
+
+    def _segment(self, index: int, spec: AudioInput) -> None:
+        engine = self.engine
+        count, counter = 0, SampleCounter()
+        try:
+            hotwords = normalize_hotwords(spec.hotwords)
+            if hotwords and engine.hotword_encoder is None:
+                raise ValueError(
+                    f"hotwords need a SeACo-Paraformer model, not '{engine.model.dims.family}'"
+                )
+            for segment in engine.segments(spec, counter):
+                feats = engine.features(segment.audio)
+                if feats.shape[0] == 0:
+                    continue
+                item = _Item(
+                    index,
+                    count,
+                    segment.start / SAMPLE_RATE,
+                    (segment.end - segment.start) / SAMPLE_RATE,
+                    feats,
+                    hotwords,
+                )
+                if not self._put(self.messages, item):
+                    return
+                count += 1
+        # An input can fail in any library on the way (decoder, resampler, VAD); whatever the
+        # cause, it becomes that input's error and the run goes on.
+        except Exception as e:
+            self._put(self.messages, _InputError(index, f"{type(e).__name__}: {e}"))
+            return
+        self._put(self.messages, _InputEnd(index, count, counter.samples / SAMPLE_RATE))
+
+    def _schedule(self, workers: list[threading.Thread], feeder: threading.Thread) -> None:
+        engine = self.engine
+        pool: list[_Item] = []
+        while not self.stop_event.is_set():
+            try:
+                message = self.messages.get(timeout=POOL_WAIT_S)
+            except queue.Empty:
+                message = None
+            if isinstance(message, _Item):
+                pool.append(message)
+            elif message is not None:
+                self.done.put(message)
+            engine.stats.queue_depth = self.messages.qsize() + len(pool)
+            finished = not feeder.is_alive() and not any(w.is_alive() for w in workers)
+            idle = message is None  # nothing arrived for a while: don't hold segments back
+            drained = finished and self.messages.empty()
+            lengths = [it.feats.shape[0] for it in pool]
+            full = len(pool) >= engine.options.queue_segments
+            chosen = next_batch(lengths, engine.governor.budget, flush=idle or drained or full)
+            if chosen is not None:
+                batch = [pool[i] for i in chosen]
+                keep = set(chosen)
+                pool = [it for i, it in enumerate(pool) if i not in keep]
+                for done in engine.run_batch(batch):
+                    self.done.put(done)
+            elif drained and not pool:
+                self.done.put(None)
+                return
+
+    def _collect(self) -> Iterator[InputResult]:
+        parts: dict[int, list[_Done]] = {}
+        ends: dict[int, _InputEnd] = {}
+        failed: set[int] = set()  # inputs already reported; their late segments are dropped
+        finished, seconds = 0, 0.0
+        while (message := self.done.get()) is not None:
+            if isinstance(message, _Done):
+                index = message.item.input_index
+                if index not in failed:
+                    parts.setdefault(index, []).append(message)
+            else:
+                index = message.input_index
+                if isinstance(message, _InputEnd):
+                    ends[index] = message
+                else:
+                    failed.add(index)
+                    parts.pop(index, None)
+                    finished += 1
+                    yield InputResult(index, self._name(index), None, message.error)
+                    self._report(finished, len(failed), seconds)
+                    continue
+            end = ends.get(index)
+            if end is None or len(parts.get(index, [])) < end.segments:
+                continue
+            del ends[index]
+            done = sorted(parts.pop(index, []), key=lambda d: d.item.segment_index)
+            finished += 1
+            errors = [d.error for d in done if d.error is not None]
+            if errors:
+                failed.add(index)
+                yield InputResult(index, self._name(index), None, errors[0])
+            else:
+                seconds += end.duration
+                kept = tuple(d.segment for d in done if d.segment is not None)
+                yield InputResult(index, self._name(index), assemble(kept, end.duration))
+            self._report(finished, len(failed), seconds)
+
+    def _report(self, finished: int, failed: int, seconds: float) -> None:
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.started
+            self.progress(Progress(finished, failed, seconds, elapsed))
+
+    def _name(self, index: int) -> str:
+        return self.names.get(index, str(index))
+
+
+def assemble(segments: tuple[Segment, ...], duration: float) -> Transcript:
+    """Join an input's segment results (in order) into its transcript."""
+    text = join_texts([s.text for s in segments])
+    return Transcript(text=text, duration=duration, segments=segments)
+
+
+def join_texts(texts: Sequence[str]) -> str:
+    """Join segment texts: no space at a CJK boundary, one space between Latin words."""
+    out = ""
+    for text in texts:
+        if not text:
+            continue
+        if (
+            out
+            and out[-1].isascii()
+            and out[-1].isalnum()
+            and text[0].isascii()
+            and text[0].isalnum()
+        ):
+            out += " "
+        out += text
+    return out
