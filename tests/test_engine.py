@@ -13,8 +13,17 @@ import soundfile
 
 from zhuanxie.audio import load_audio
 from zhuanxie.decoding import Decoded
-from zhuanxie.engine import AudioInput, Engine, EngineOptions, InputResult, Progress, join_texts
-from zhuanxie.recognizer import Recognizer, load_model
+from zhuanxie.engine import (
+    AudioInput,
+    Engine,
+    EngineOptions,
+    InputResult,
+    Progress,
+    Runner,
+    join_texts,
+)
+from zhuanxie.governor import MemoryGovernor
+from zhuanxie.recognizer import Model, Recognizer, load_model
 
 
 @pytest.fixture(scope="module")
@@ -155,32 +164,41 @@ def test_closing_early_stops_the_workers(model, clips: list[Path]) -> None:  # t
     assert threading.active_count() == before
 
 
-class FlakyEngine(Engine):
+class FlakyRunner(Runner):
     """Runs out of memory on any batch over a hidden capacity, like a GPU would."""
 
-    capacity = 150  # padded LFR frames
+    def __init__(self, model: Model, governor: MemoryGovernor, capacity: int) -> None:
+        super().__init__(model, governor)
+        self.capacity = capacity  # padded LFR frames
 
-    def _decode(self, items: Sequence) -> list[Decoded]:  # type: ignore[override, type-arg]
+    def decode(self, items: Sequence) -> list[Decoded]:  # type: ignore[type-arg]
         frames = len(items) * max(it.feats.shape[0] for it in items)
         if frames > self.capacity:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-        return super()._decode(items)
+        return super().decode(items)
+
+
+def flaky_engine(model: Model, options: EngineOptions, capacity: int) -> Engine:
+    governor = MemoryGovernor.for_cpu(Engine(model, options).governor_options())
+    return Engine(model, options, runners=[FlakyRunner(model, governor, capacity)])
 
 
 def test_out_of_memory_splits_batches_and_loses_nothing(model, speech_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
     options = EngineOptions(vad="silero", batch_frames=2000)
     expected = {r.index: r.transcript for r in Engine(model, options).transcribe_many(speech_files)}
-    flaky = FlakyEngine(model, options)
+    flaky = flaky_engine(model, options, capacity=150)
     results = {r.index: r.transcript for r in flaky.transcribe_many(speech_files)}
     assert results == expected
-    assert flaky.governor.stats().oom_events > 0
-    assert flaky.governor.budget.max_padded_frames < 2000
+    governor = flaky.runners[0].governor
+    assert governor.stats().oom_events > 0
+    assert governor.budget.max_padded_frames < 2000
 
 
 def test_an_item_too_big_for_memory_fails_only_its_input(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
-    flaky = FlakyEngine(model, EngineOptions(vad="none"))
-    frames = [flaky.features(load_audio(p)).shape[0] for p in clips[:3]]
-    flaky.capacity = frames[0]  # the shortest clip fits alone, the longer ones never do
+    options = EngineOptions(vad="none")
+    frames = [Engine(model, options).features(load_audio(p)).shape[0] for p in clips[:3]]
+    # The shortest clip fits alone, the longer ones never do.
+    flaky = flaky_engine(model, options, capacity=frames[0])
     results = by_index(list(flaky.transcribe_many(clips[:3])))
     assert results[0].error is None
     assert [r.error for r in results[1:]] == [
@@ -200,3 +218,21 @@ def test_options_are_validated() -> None:
 
 def test_segment_texts_join_without_spaces_except_between_words() -> None:
     assert join_texts(["你好", "世界", "hello", "world", "再见"]) == "你好世界hello world再见"
+
+
+def test_two_runners_share_the_work_and_agree_with_one(model, speech_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    options = EngineOptions(vad="silero", batch_frames=300)
+    one = {r.index: r.transcript for r in Engine(model, options).transcribe_many(speech_files)}
+    second = load_model(model.directory)
+    engine = Engine([model, second], options)
+    used: set[str] = set()
+    original = engine.record
+
+    def spy(runner: Runner, items, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+        used.add(str(id(runner)))
+        original(runner, items, elapsed)
+
+    engine.record = spy  # type: ignore[method-assign]
+    two = {r.index: r.transcript for r in engine.transcribe_many(speech_files)}
+    assert two == one
+    assert len(used) == 2

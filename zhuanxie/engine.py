@@ -15,6 +15,8 @@ item's result does not depend on its batch-mates (see ``decoding``).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import queue
 import threading
@@ -29,7 +31,7 @@ import torch
 from torch import Tensor
 
 from zhuanxie.audio import SAMPLE_RATE, AudioOptions, Source, stream_audio
-from zhuanxie.batching import next_batch, padded_frames
+from zhuanxie.batching import BatchBudget, next_batch, padded_frames
 from zhuanxie.decoding import Decoded, decode_batch
 from zhuanxie.governor import (
     GovernorOptions,
@@ -174,36 +176,101 @@ class _Done:
 _Message = _Item | _InputEnd | _InputError
 
 
-class Engine:
-    """Transcribes many inputs with one model, pooling their segments into shared batches."""
+class Runner:
+    """One model on one device, decoding one batch at a time."""
 
-    def __init__(
-        self,
-        model: Model,
-        options: EngineOptions | None = None,
-        governor: MemoryGovernor | None = None,
-    ) -> None:
+    def __init__(self, model: Model, governor: MemoryGovernor) -> None:
         self.model = model
-        self.options = options or EngineOptions()
-        self.stats = EngineStats()
-        self.vad = SileroVad() if self.options.vad == "silero" else None
+        self.governor = governor
         self.hotword_encoder = (
             HotwordEncoder(model.network, model.tokens, model.seg_dict)
             if model.dims.seaco is not None
             else None
         )
-        if governor is None:
-            frames = self.options.batch_frames
-            governor_options = GovernorOptions(max_batch_size=self.options.max_batch_size)
-            if frames is not None:
-                governor_options = replace(
-                    governor_options,
-                    cpu_padded_frames=frames,
-                    min_padded_frames=min(frames, governor_options.min_padded_frames),
+
+    def run_batch(self, items: Sequence[_Item]) -> list[_Done]:
+        """Decode one batch, recovering from out-of-memory by splitting it."""
+        lengths = [it.feats.shape[0] for it in items]
+
+        def run(indices: Sequence[int]) -> list[Decoded]:
+            return self.decode([items[i] for i in indices])
+
+        try:
+            outcomes: list[Decoded | BaseException] = list(
+                run_with_oom_recovery(lengths, run, self.governor)
+            )
+        # A batch that fails for any other reason fails its items' inputs, not the run.
+        except Exception as e:
+            log.exception("batch of %d segments failed", len(items))
+            outcomes = [e] * len(items)
+        done = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, ItemOutOfMemoryError):
+                message = (
+                    f"the {item.duration:.1f} s segment at {item.start:.1f} s ran out of memory "
+                    f"even alone ({outcome.reason}); lower the maximum segment length "
+                    "or free device memory"
                 )
-            governor = MemoryGovernor.for_cpu(governor_options)
-        self.governor = governor
-        self._lock = threading.Lock()  # one batch on the model at a time
+                done.append(_Done(item, None, message))
+            elif isinstance(outcome, BaseException):
+                done.append(_Done(item, None, f"{type(outcome).__name__}: {outcome}"))
+            else:
+                segment = make_segment(self.model, outcome, item.start, item.duration)
+                done.append(_Done(item, segment))
+        return done
+
+    def decode(self, items: Sequence[_Item]) -> list[Decoded]:
+        device, dtype = self.model.device, self.model.dtype
+        lens = torch.tensor([it.feats.shape[0] for it in items])
+        feats = torch.zeros(len(items), int(lens.max()), items[0].feats.shape[1])
+        for i, it in enumerate(items):
+            feats[i, : it.feats.shape[0]] = it.feats
+        encoder = self.hotword_encoder
+        plan = encoder.batch([it.hotwords for it in items]) if encoder else None
+        return decode_batch(self.model.network, feats.to(device, dtype), lens.to(device), plan)
+
+
+class Engine:
+    """Transcribes many inputs, pooling their segments into batches shared by one runner per
+    model (pass one model per device, or several CPU models to split the cores)."""
+
+    def __init__(
+        self,
+        models: Model | Sequence[Model],
+        options: EngineOptions | None = None,
+        *,
+        runners: Sequence[Runner] | None = None,
+    ) -> None:
+        self.options = options or EngineOptions()
+        if runners is None:
+            listed = [models] if isinstance(models, Model) else list(models)
+            runners = [Runner(m, MemoryGovernor.for_cpu(self.governor_options())) for m in listed]
+        if not runners:
+            raise ValueError("Engine needs at least one model")
+        self.runners = list(runners)
+        self.model = self.runners[0].model
+        self.stats = EngineStats()
+        self.stats_lock = threading.Lock()
+        self.vad = SileroVad() if self.options.vad == "silero" else None
+        # Decode workers compute features on the CPU, leaving the devices to the models.
+        self.frontend = copy.deepcopy(self.model.frontend).cpu()
+
+    def governor_options(self) -> GovernorOptions:
+        options = GovernorOptions(max_batch_size=self.options.max_batch_size)
+        frames = self.options.batch_frames
+        if frames is None:
+            return options
+        return replace(
+            options,
+            cpu_padded_frames=frames,
+            min_padded_frames=min(frames, options.min_padded_frames),
+        )
+
+    @property
+    def budget(self) -> BatchBudget:
+        """The batch limits every runner can take (the smallest budget of them all)."""
+        budgets = [r.governor.budget for r in self.runners]
+        return min(budgets, key=lambda b: b.max_padded_frames)
 
     def transcribe(self, source: Source | AudioInput) -> Transcript:
         """One input -> its transcript; raises ValueError with the reason if it fails."""
@@ -228,8 +295,6 @@ class Engine:
         finally:
             run.stop()
 
-    # Mechanism used by _Run ----------------------------------------------------------------
-
     def segments(self, spec: AudioInput, counter: SampleCounter) -> Iterator[SpeechSegment]:
         """The input's speech segments; ``counter`` learns its length as it streams."""
         audio_options = AudioOptions(channel=spec.channel, chunk_seconds=self.options.chunk_seconds)
@@ -241,81 +306,34 @@ class Engine:
         return self.vad.segments(chunks, self.options.vad_options)
 
     def features(self, audio: np.ndarray) -> Tensor:
-        """(S,) samples -> (T', 560) features on the CPU."""
+        """(S,) samples -> (T', 560) features, computed on the CPU."""
         wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
-        frontend = self.model.frontend
-        if self.model.device.type != "cpu":
-            wave = wave.to(self.model.device)
-        feats, lens = frontend(wave, torch.tensor([wave.shape[1]], device=wave.device))
-        return feats[0, : int(lens[0])].cpu()
+        feats, lens = self.frontend(wave, torch.tensor([wave.shape[1]]))
+        return feats[0, : int(lens[0])]
 
-    def run_batch(self, items: Sequence[_Item]) -> list[_Done]:
-        """Decode one batch, recovering from out-of-memory by splitting it."""
+    def record(self, runner: Runner, items: Sequence[_Item], elapsed: float) -> None:
+        """Count a finished batch and log it as one structured line."""
         lengths = [it.feats.shape[0] for it in items]
-
-        def run(indices: Sequence[int]) -> list[Decoded]:
-            return self._decode([items[i] for i in indices])
-
-        started = time.perf_counter()
-        try:
-            outcomes: list[Decoded | BaseException] = list(
-                run_with_oom_recovery(lengths, run, self.governor)
-            )
-        # A batch that fails for any other reason fails its items' inputs, not the run.
-        except Exception as e:
-            log.exception("batch of %d segments failed", len(items))
-            outcomes = [e] * len(items)
-        elapsed = time.perf_counter() - started
-        done = []
-        for item, outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, ItemOutOfMemoryError):
-                message = (
-                    f"the {item.duration:.1f} s segment at {item.start:.1f} s ran out of memory "
-                    f"even alone ({outcome.reason}); lower the maximum segment length "
-                    "or free device memory"
-                )
-                done.append(_Done(item, None, message))
-            elif isinstance(outcome, BaseException):
-                done.append(_Done(item, None, f"{type(outcome).__name__}: {outcome}"))
-            else:
-                segment = make_segment(self.model, outcome, item.start, item.duration)
-                done.append(_Done(item, segment))
-        self._record(lengths, elapsed, items)
-        return done
-
-    def _decode(self, items: Sequence[_Item]) -> list[Decoded]:
-        device, dtype = self.model.device, self.model.dtype
-        lens = torch.tensor([it.feats.shape[0] for it in items])
-        feats = torch.zeros(len(items), int(lens.max()), items[0].feats.shape[1])
-        for i, it in enumerate(items):
-            feats[i, : it.feats.shape[0]] = it.feats
-        plan = (
-            self.hotword_encoder.batch([it.hotwords for it in items])
-            if self.hotword_encoder
-            else None
-        )
-        with self._lock:
-            return decode_batch(self.model.network, feats.to(device, dtype), lens.to(device), plan)
-
-    def _record(self, lengths: list[int], elapsed: float, items: Sequence[_Item]) -> None:
         padded = padded_frames(lengths, range(len(lengths)))
         real = sum(lengths)
-        stats = self.stats
-        stats.batches += 1
-        stats.segments += len(items)
-        stats.padded_frames += padded
-        stats.real_frames += real
-        stats.audio_seconds += sum(it.duration for it in items)
-        stats.model_seconds += elapsed
-        stats.out_of_memory = self.governor.stats().oom_events
+        with self.stats_lock:
+            stats = self.stats
+            stats.batches += 1
+            stats.segments += len(items)
+            stats.padded_frames += padded
+            stats.real_frames += real
+            stats.audio_seconds += sum(it.duration for it in items)
+            stats.model_seconds += elapsed
+            stats.out_of_memory = sum(r.governor.stats().oom_events for r in self.runners)
         log.info(
             "batch",
             extra={
+                "device": str(runner.model.device),
                 "items": len(items),
                 "padded_frames": padded,
                 "padding_ratio": round(1 - real / padded, 4) if padded else 0.0,
                 "seconds": round(elapsed, 4),
-                "peak_memory_bytes": peak_memory(self.model.device),
+                "peak_memory_bytes": peak_memory(runner.model.device),
             },
         )
 
@@ -355,13 +373,23 @@ class _Run:
         )
         self.messages: queue.Queue[_Message] = queue.Queue(maxsize=options.queue_segments)
         self.done: queue.Queue[_Done | _InputEnd | _InputError | None] = queue.Queue()
+        self.batches: queue.Queue[list[_Item] | None] = queue.Queue()
         self.names: dict[int, str] = {}
+        # Runners in use; the scheduler hands out a batch only while one is free, so segments
+        # keep pooling (into larger, better-sorted batches) while every device is busy.
+        self.busy = 0
+        self.runners_left = len(engine.runners)
+        self.busy_lock = threading.Lock()
+        self.free = threading.Event()
+        self.free.set()
         self.threads: list[threading.Thread] = []
         self.started = time.perf_counter()
 
     def results(self, inputs: Iterable[Source | AudioInput]) -> Iterator[InputResult]:
         feeder = self._spawn(self._feed, inputs)
         workers = [self._spawn(self._work) for _ in range(self.engine.options.decode_workers)]
+        for runner in self.engine.runners:
+            self._spawn(self._run_batches, runner)
         self._spawn(self._schedule, workers, feeder)
         yield from self._collect()
 
@@ -410,7 +438,7 @@ class _Run:
         count, counter = 0, SampleCounter()
         try:
             hotwords = normalize_hotwords(spec.hotwords)
-            if hotwords and engine.hotword_encoder is None:
+            if hotwords and engine.model.dims.seaco is None:
                 raise ValueError(
                     f"hotwords need a SeACo-Paraformer model, not '{engine.model.dims.family}'"
                 )
@@ -437,33 +465,58 @@ class _Run:
         self._put(self.messages, _InputEnd(index, count, counter.samples / SAMPLE_RATE))
 
     def _schedule(self, workers: list[threading.Thread], feeder: threading.Thread) -> None:
+        """Pool segments from every input; hand a runner the next batch when one is free."""
         engine = self.engine
+        cap = engine.options.queue_segments
         pool: list[_Item] = []
         while not self.stop_event.is_set():
-            try:
-                message = self.messages.get(timeout=POOL_WAIT_S)
-            except queue.Empty:
-                message = None
+            message: _Message | None = None
+            if len(pool) < cap:  # a full pool stops reading, so the workers block
+                with contextlib.suppress(queue.Empty):
+                    message = self.messages.get(timeout=POOL_WAIT_S)
+            else:
+                self.free.wait(timeout=POOL_WAIT_S)
             if isinstance(message, _Item):
                 pool.append(message)
             elif message is not None:
                 self.done.put(message)
             engine.stats.queue_depth = self.messages.qsize() + len(pool)
             finished = not feeder.is_alive() and not any(w.is_alive() for w in workers)
-            idle = message is None  # nothing arrived for a while: don't hold segments back
             drained = finished and self.messages.empty()
-            lengths = [it.feats.shape[0] for it in pool]
-            full = len(pool) >= engine.options.queue_segments
-            chosen = next_batch(lengths, engine.governor.budget, flush=idle or drained or full)
-            if chosen is not None:
-                batch = [pool[i] for i in chosen]
-                keep = set(chosen)
-                pool = [it for i, it in enumerate(pool) if i not in keep]
-                for done in engine.run_batch(batch):
-                    self.done.put(done)
-            elif drained and not pool:
+            if self.free.is_set():
+                idle = message is None  # nothing arrived for a while: don't hold segments back
+                lengths = [it.feats.shape[0] for it in pool]
+                flush = idle or drained or len(pool) >= cap
+                chosen = next_batch(lengths, engine.budget, flush=flush)
+                if chosen is not None:
+                    keep = set(chosen)
+                    self._dispatch([pool[i] for i in chosen])
+                    pool = [it for i, it in enumerate(pool) if i not in keep]
+            if drained and not pool:
+                break
+        for _ in self.engine.runners:
+            self.batches.put(None)
+
+    def _dispatch(self, batch: list[_Item]) -> None:
+        with self.busy_lock:
+            self.busy += 1
+            if self.busy == len(self.engine.runners):
+                self.free.clear()
+        self.batches.put(batch)
+
+    def _run_batches(self, runner: Runner) -> None:
+        while (batch := self.batches.get()) is not None:
+            started = time.perf_counter()
+            for done in runner.run_batch(batch):
+                self.done.put(done)
+            self.engine.record(runner, batch, time.perf_counter() - started)
+            with self.busy_lock:
+                self.busy -= 1
+                self.free.set()
+        with self.busy_lock:
+            self.runners_left -= 1
+            if self.runners_left == 0:
                 self.done.put(None)
-                return
 
     def _collect(self) -> Iterator[InputResult]:
         parts: dict[int, list[_Done]] = {}

@@ -31,7 +31,13 @@ from zhuanxie.result import Segment, Token, Transcript
 from zhuanxie.text import postprocess
 from zhuanxie.tokenizer import TokenList, load_seg_dict, load_token_list
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# "int8" keeps float32 activations and quantises Linear weights dynamically (CPU only).
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int8": torch.float32,
+}
 
 Audio = np.ndarray | Tensor
 
@@ -61,6 +67,8 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") ->
             "float16 on CPU is slow and less accurate; use bfloat16 or float32 on CPU",
             stacklevel=2,
         )
+    if dtype == "int8" and torch_device.type != "cpu":
+        raise ValueError(f"dtype 'int8' runs on the CPU only, not on {device}")
     files = locate_files(path)
     config = read_config(files.config)
     tokens = load_token_list(files.tokens)
@@ -70,6 +78,8 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") ->
     network.eval().to(torch_device, torch_dtype)
     # CIF integrates weights over hundreds of frames: keep it in float32 at any model dtype.
     network.predictor.float()
+    if dtype == "int8":
+        quantize_linear_layers(network)
     frontend = Frontend(
         load_cmvn(files.cmvn), options_from_config(config.get("frontend_conf") or {})
     ).to(torch_device)
@@ -77,6 +87,26 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") ->
     return Model(
         network, dims, frontend, tokens, seg_dict, files.directory, torch_device, torch_dtype
     )
+
+
+def quantize_linear_layers(network: Paraformer) -> None:
+    """Dynamic int8 quantisation of the Linear layers of the encoder and decoders, in place.
+
+    The CIF predictor stays float32: its weights decide how many tokens there are, and a
+    quantisation error there changes the transcript's length rather than one token.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # Deprecated in favour of torchao, which this project does not depend on; still the
+        # eager-mode path PyTorch ships for CPU int8 Linear layers.
+        warnings.simplefilter("ignore")
+        for name in ("encoder", "decoder", "seaco_decoder", "hotword_output_layer"):
+            if hasattr(network, name):
+                module = getattr(network, name)
+                wrapped = torch.nn.Sequential(module)  # quantize_dynamic skips a bare Linear root
+                quantized = quantize_dynamic(wrapped, {torch.nn.Linear}, torch.qint8)  # type: ignore[no-untyped-call]
+                setattr(network, name, quantized[0])
 
 
 class Recognizer:
