@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
+import zhuanxie.engine
 from zhuanxie.audio import load_audio
 from zhuanxie.decoding import Decoded
 from zhuanxie.engine import (
@@ -24,6 +25,7 @@ from zhuanxie.engine import (
 )
 from zhuanxie.governor import MemoryGovernor
 from zhuanxie.recognizer import Model, Recognizer, load_model
+from zhuanxie.vad import VadOptions
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +238,46 @@ def test_two_runners_share_the_work_and_agree_with_one(model, speech_files: list
     two = {r.index: r.transcript for r in engine.transcribe_many(speech_files)}
     assert two == one
     assert len(used) == 2
+
+
+class FakeProbe:
+    """A pretend GPU: 8 GB free, and each warm-up frame costs 1 MB of peak memory."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+
+    def free_bytes(self) -> int:
+        return 8 * 2**30
+
+    def total_bytes(self) -> int:
+        return 16 * 2**30
+
+    def allocated_bytes(self) -> int:
+        return 0
+
+    def reset_peak(self) -> None:
+        self.peak = 0
+
+    def peak_bytes(self) -> int:
+        return self.peak
+
+    def release_cache(self) -> None:
+        pass
+
+
+def test_device_budget_comes_from_free_memory_and_warm_up_cost(
+    model, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    probe = FakeProbe()
+    engine = Engine(model, EngineOptions(vad_options=VadOptions(max_segment_s=12.0)))
+    original = zhuanxie.engine.decode_batch
+
+    def measured(*args, **kwargs):  # type: ignore[no-untyped-def]
+        feats = args[1]
+        probe.peak = feats.shape[0] * feats.shape[1] * 2**20
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(zhuanxie.engine, "decode_batch", measured)
+    governor = engine.make_governor(model, probe)
+    # 80% of 8 GiB at 1 MiB per frame
+    assert governor.budget.max_padded_frames == int(8 * 1024 * 0.8)

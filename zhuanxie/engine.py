@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import queue
 import threading
 import time
@@ -34,9 +35,12 @@ from zhuanxie.audio import SAMPLE_RATE, AudioOptions, Source, stream_audio
 from zhuanxie.batching import BatchBudget, next_batch, padded_frames
 from zhuanxie.decoding import Decoded, decode_batch
 from zhuanxie.governor import (
+    CudaMemoryProbe,
     GovernorOptions,
     ItemOutOfMemoryError,
     MemoryGovernor,
+    MemoryProbe,
+    measure_frame_cost,
     run_with_oom_recovery,
 )
 from zhuanxie.hotwords import HotwordEncoder, normalize_hotwords
@@ -50,6 +54,7 @@ log = logging.getLogger("zhuanxie.engine")
 # is idle: long enough to pool the segments of a file that is being decoded, short enough that
 # the device never idles noticeably.
 POOL_WAIT_S = 0.05
+LFR_SECONDS = 0.06  # one encoder frame: 6 fbank frames of 10 ms
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,7 @@ class Engine:
         self.options = options or EngineOptions()
         if runners is None:
             listed = [models] if isinstance(models, Model) else list(models)
-            runners = [Runner(m, MemoryGovernor.for_cpu(self.governor_options())) for m in listed]
+            runners = [Runner(m, self.make_governor(m)) for m in listed]
         if not runners:
             raise ValueError("Engine needs at least one model")
         self.runners = list(runners)
@@ -265,6 +270,32 @@ class Engine:
             cpu_padded_frames=frames,
             min_padded_frames=min(frames, options.min_padded_frames),
         )
+
+    def make_governor(self, model: Model, probe: MemoryProbe | None = None) -> MemoryGovernor:
+        """The budget for ``model``: fixed on the CPU; on a GPU (or with ``probe``), sized from
+        free memory and the bytes per frame of a warm-up batch of maximum-length segments."""
+        options = self.governor_options()
+        if probe is None and model.device.type == "cuda":
+            probe = CudaMemoryProbe(model.device)
+        if probe is None or self.options.batch_frames is not None:
+            return MemoryGovernor.for_cpu(options)
+        frames = math.ceil(self.options.vad_options.max_segment_s / LFR_SECONDS)
+        feats = torch.zeros(2, frames, model.dims.encoder.input_size)
+        feats = feats.to(model.device, model.dtype)
+        lens = torch.full((2,), frames, device=model.device)
+        cost = measure_frame_cost(
+            probe, lambda: decode_batch(model.network, feats, lens), 2 * frames
+        )
+        governor = MemoryGovernor.for_device(options, probe, cost)
+        log.info(
+            "memory budget",
+            extra={
+                "device": str(model.device),
+                "bytes_per_frame": round(cost),
+                "frames": governor.frames,
+            },
+        )
+        return governor
 
     @property
     def budget(self) -> BatchBudget:
