@@ -17,7 +17,7 @@ budget allows. Two facts follow (tests check both):
   F / f_k items (F = max_padded_frames; a lone oversize item has no padding), each shorter than
   f_k by at most f_k - f_{k+1}; summing F × (1 - f_{k+1} / f_k) over the batches, the padding
   frames total at most F × ln(longest / shortest), and at most max_batch_size × (longest -
-  shortest). With F = 4000 and segments of 1 to 30 s that is about 13,600 frames (14 minutes
+  shortest). With F = 2000 and segments of 1 to 30 s that is about 6,800 frames (7 minutes
   of audio) per plan, however many hours the plan holds.
 """
 

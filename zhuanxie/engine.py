@@ -173,7 +173,10 @@ class _InputError:
 
 @dataclass(frozen=True)
 class _Done:
-    item: _Item
+    """A decoded segment; it holds no features, so finished work frees its memory at once."""
+
+    input_index: int
+    segment_index: int
     segment: Segment | None
     error: str | None = None
 
@@ -216,12 +219,19 @@ class Runner:
                     f"even alone ({outcome.reason}); lower the maximum segment length "
                     "or free device memory"
                 )
-                done.append(_Done(item, None, message))
+                done.append(_Done(item.input_index, item.segment_index, None, message))
             elif isinstance(outcome, BaseException):
-                done.append(_Done(item, None, f"{type(outcome).__name__}: {outcome}"))
+                done.append(
+                    _Done(
+                        item.input_index,
+                        item.segment_index,
+                        None,
+                        f"{type(outcome).__name__}: {outcome}",
+                    )
+                )
             else:
                 segment = make_segment(self.model, outcome, item.start, item.duration)
-                done.append(_Done(item, segment))
+                done.append(_Done(item.input_index, item.segment_index, segment))
         return done
 
     def decode(self, items: Sequence[_Item]) -> list[Decoded]:
@@ -277,10 +287,16 @@ class Engine:
         options = self.governor_options()
         if probe is None and model.device.type == "cuda":
             probe = CudaMemoryProbe(model.device)
-        if probe is None or self.options.batch_frames is not None:
+        if probe is None:
             return MemoryGovernor.for_cpu(options)
+        if self.options.batch_frames is not None:
+            # A fixed budget, but still shrunk on out-of-memory, with the cache freed.
+            return MemoryGovernor(options, self.options.batch_frames, probe)
         frames = math.ceil(self.options.vad_options.max_segment_s / LFR_SECONDS)
-        feats = torch.zeros(2, frames, model.dims.encoder.input_size)
+        # Normalised features look like noise; zeros could give CIF no tokens and so skip the
+        # decoder, whose memory the warm-up must include.
+        generator = torch.Generator().manual_seed(0)
+        feats = torch.randn(2, frames, model.dims.encoder.input_size, generator=generator)
         feats = feats.to(model.device, model.dtype)
         lens = torch.full((2,), frames, device=model.device)
         cost = measure_frame_cost(
@@ -556,7 +572,7 @@ class _Run:
         finished, seconds = 0, 0.0
         while (message := self.done.get()) is not None:
             if isinstance(message, _Done):
-                index = message.item.input_index
+                index = message.input_index
                 if index not in failed:
                     parts.setdefault(index, []).append(message)
             else:
@@ -574,7 +590,7 @@ class _Run:
             if end is None or len(parts.get(index, [])) < end.segments:
                 continue
             del ends[index]
-            done = sorted(parts.pop(index, []), key=lambda d: d.item.segment_index)
+            done = sorted(parts.pop(index, []), key=lambda d: d.segment_index)
             finished += 1
             errors = [d.error for d in done if d.error is not None]
             if errors:

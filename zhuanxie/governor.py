@@ -95,11 +95,13 @@ class CudaMemoryProbe:
 class GovernorOptions:
     """How the padded-frames budget is set and adapted; frames are LFR frames (60 ms)."""
 
-    cpu_padded_frames: int = 4000
-    """The fixed budget on CPU: 4000 frames (240 s of audio) per batch. Throughput on CPU
-    stops rising beyond about 2000 frames, when every matmul has enough rows to be compute
-    bound, while activations keep growing (a Paraformer-large FFN activation is 32 MB at 4000
-    frames, within a server L3 cache but not at 16000)."""
+    cpu_padded_frames: int = 2000
+    """The fixed budget on CPU: 2000 frames (120 s of audio) per batch. Measured for the
+    Paraformer-large encoder on 2 threads, CPU time per real frame was lowest at 1000-2000,
+    about 70% higher at 500 (too few rows per matmul to amortise each weight read and each
+    call's overhead) and about 40% higher at 4000-16000, where activations outgrow the caches
+    (the FFN's alone is 32 MB at 4000 frames) and padding grows. The machine was shared, so
+    re-check with the benchmark before relying on the last 10%."""
     max_batch_size: int = 64
     """Most items per batch. Caps the host-side work per batch (padding, results) and the
     wait before an input's first results; beyond the budget, more items add nothing."""
