@@ -1,20 +1,353 @@
-"""The ``zhuanxie`` command line."""
+"""The ``zhuanxie`` command line: transcribe, models, jobs, info, eval.
+
+Exit status: 0 when every input succeeded, 1 when some failed (the rest are still written),
+2 for usage errors (bad options, no inputs, a job in use).
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 app = typer.Typer(
     name="zhuanxie",
     help="Offline Mandarin speech recognition (Paraformer / SeACo-Paraformer).",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="Model directories: create, list, download.", no_args_is_help=True)
+models_app = typer.Typer(help="Model directories: list, download, create.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Resumable batch jobs.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(jobs_app, name="jobs")
+
+USAGE_ERROR = 2
+SOME_FAILED = 1
+DEFAULT_MODEL = "seaco-paraformer-large"
+
+err = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(USAGE_ERROR)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: Path
+    duration: float
+    error: str | None
+    outputs: tuple[Path, ...] = ()
+
+
+@app.command()
+def transcribe(
+    paths: Annotated[
+        list[str], typer.Argument(help="Files, folders, glob patterns or @list.txt files.")
+    ],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output-dir", help="Write results here (default: next to each input)."
+        ),
+    ] = None,
+    formats: Annotated[
+        str, typer.Option("-f", "--format", help="Comma-separated: txt,srt,vtt,json,tsv.")
+    ] = "txt",
+    model: Annotated[
+        str, typer.Option(help="A known model name or a model directory.")
+    ] = DEFAULT_MODEL,
+    hotwords: Annotated[
+        str | None, typer.Option(help='Comma-separated hotwords, e.g. "达摩院,魔搭".')
+    ] = None,
+    hotwords_file: Annotated[Path | None, typer.Option(help="Hotwords, one per line.")] = None,
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda, cuda:0 or several: cuda:0,cuda:1.")
+    ] = "cpu",
+    dtype: Annotated[
+        str, typer.Option(help="float32, bfloat16, float16 or int8 (CPU).")
+    ] = "float32",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for the model (default: all cores).")
+    ] = None,
+    vad: Annotated[
+        bool, typer.Option("--vad/--no-vad", help="Split at pauses with Silero VAD.")
+    ] = True,
+    max_segment: Annotated[float, typer.Option(help="Longest segment in seconds.")] = 20.0,
+    job: Annotated[
+        Path | None, typer.Option(help="Keep a resumable job record in this folder.")
+    ] = None,
+    allow_option_change: Annotated[
+        bool, typer.Option(help="Let --job continue with changed options.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Redo inputs whose outputs already exist.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
+    jsonl: Annotated[
+        bool, typer.Option(help="Print one JSON line per input (for scripts).")
+    ] = False,
+) -> None:
+    """Transcribe audio and video files into text and subtitles."""
+    from zhuanxie.inputs import expand_inputs
+    from zhuanxie.writers import FORMATS
+
+    wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown or not wanted:
+        raise fail(
+            f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}"
+        )
+    phrases = read_hotwords(hotwords, hotwords_file)
+    expansion = expand_inputs(paths)
+    for problem in expansion.problems:
+        err.print(f"[yellow]skipped:[/yellow] {problem}", highlight=False)
+    if not expansion.files:
+        raise fail("no input files found")
+    options: dict[str, Any] = {
+        "model": model,
+        "formats": wanted,
+        "hotwords": list(phrases),
+        "vad": vad,
+        "max_segment": max_segment,
+        "output_dir": str(output_dir.resolve()) if output_dir else None,
+    }
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    roots = [Path(p).resolve() for p in paths if not p.startswith("@") and Path(p).is_dir()]
+    stems = output_stems(expansion.files, output_dir, roots)
+    engine = build_engine(model, device, dtype, vad, max_segment)
+    metadata = {"model": model, "options": options}
+
+    store = open_job(job, options, allow_option_change) if job else None
+    try:
+        if store is not None:
+            store.add_inputs([str(p) for p in expansion.files])
+            todo = [Path(k) for k in store.claim_pending(len(expansion.files) + 1_000_000)]
+        elif overwrite:
+            todo = list(expansion.files)
+        else:
+            todo = [p for p in expansion.files if not all_exist(stems[p], wanted)]
+            skipped = len(expansion.files) - len(todo)
+            if skipped and not quiet and not jsonl:
+                err.print(f"{skipped} inputs already have results (use --overwrite to redo them)")
+        outcomes = run(engine, todo, phrases, stems, wanted, metadata, store, quiet or jsonl, jsonl)
+    finally:
+        if store is not None:
+            store.close()
+    if not quiet and not jsonl:
+        print_summary(outcomes)
+    if any(o.error for o in outcomes):
+        raise typer.Exit(SOME_FAILED)
+
+
+def read_hotwords(inline: str | None, path: Path | None) -> tuple[str, ...]:
+    phrases = [p.strip() for p in (inline or "").replace("，", ",").split(",")]
+    if path is not None:
+        try:
+            phrases += path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise fail(f"cannot read hotwords file {path}: {e}") from e
+    return tuple(dict.fromkeys(p.strip() for p in phrases if p.strip()))
+
+
+def output_stems(
+    files: Sequence[Path], output_dir: Path | None, roots: Sequence[Path]
+) -> dict[Path, Path]:
+    """Output stem per input; inputs that would share one keep their extension in the name."""
+    from zhuanxie.inputs import output_stem
+
+    stems = {p: output_stem(p, output_dir, roots) for p in files}
+    counts: dict[Path, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {p: s.with_name(p.name) if counts[s] > 1 else s for p, s in stems.items()}
+
+
+def all_exist(stem: Path, formats: Sequence[str]) -> bool:
+    return all(stem.with_name(f"{stem.name}.{f}").exists() for f in formats)
+
+
+def build_engine(model: str, device: str, dtype: str, vad: bool, max_segment: float) -> Any:
+    from zhuanxie.engine import Engine, EngineOptions
+    from zhuanxie.hub import ModelNotFoundError, resolve_model
+    from zhuanxie.recognizer import load_model
+    from zhuanxie.vad import VadOptions
+
+    try:
+        directory = resolve_model(model)
+        models = [load_model(directory, device=d.strip(), dtype=dtype) for d in device.split(",")]
+        vad_options = VadOptions(max_segment_s=max_segment)
+        return Engine(
+            models, EngineOptions(vad="silero" if vad else "none", vad_options=vad_options)
+        )
+    except ModelNotFoundError as e:
+        raise fail(str(e)) from e
+    except (ValueError, RuntimeError) as e:
+        raise fail(f"cannot load model {model!r}: {e}") from e
+
+
+def open_job(directory: Path, options: dict[str, Any], allow_change: bool) -> Any:
+    from zhuanxie.jobs import JobError, JobOptionsChangedError, JobStore
+
+    try:
+        return JobStore.open(directory, options, allow_option_change=allow_change)
+    except JobOptionsChangedError as e:
+        raise fail(f"{e} (pass --allow-option-change to continue with the new options)") from e
+    except JobError as e:
+        raise fail(str(e)) from e
+
+
+def run(
+    engine: Any,
+    todo: list[Path],
+    phrases: tuple[str, ...],
+    stems: dict[Path, Path],
+    formats: list[str],
+    metadata: dict[str, Any],
+    store: Any,
+    silent: bool,
+    jsonl: bool,
+) -> list[Outcome]:
+    from zhuanxie.audio import audio_info
+    from zhuanxie.engine import AudioInput
+    from zhuanxie.writers import write_outputs
+
+    total_seconds = sum(duration_of(p, audio_info) for p in todo)
+    outcomes: list[Outcome] = []
+    inputs = [AudioInput(p, hotwords=phrases) for p in todo]
+    with progress_display(silent) as progress:
+        task = progress.add_task("transcribing", total=len(todo), hours="", speed="")
+        started = time.perf_counter()
+        done_seconds = 0.0
+        for result in engine.transcribe_many(inputs):
+            path = todo[result.index]
+            outcome = record(result, path, stems[path], formats, metadata, store, write_outputs)
+            outcomes.append(outcome)
+            done_seconds += outcome.duration
+            elapsed = time.perf_counter() - started
+            speed = f"{done_seconds / elapsed:.1f}x" if elapsed > 0 else ""
+            progress.update(
+                task,
+                advance=1,
+                hours=f"{done_seconds / 3600:.2f}/{total_seconds / 3600:.2f} h",
+                speed=speed,
+            )
+            if outcome.error:
+                progress.console.print(
+                    f"[red]failed:[/red] {path}: {outcome.error}", highlight=False
+                )
+            if jsonl:
+                print(
+                    json.dumps(
+                        {
+                            "input": str(path),
+                            "ok": outcome.error is None,
+                            "error": outcome.error,
+                            "duration": outcome.duration,
+                            "outputs": [str(o) for o in outcome.outputs],
+                        },
+                        ensure_ascii=False,
+                    ),
+                    flush=True,
+                )
+    return outcomes
+
+
+def duration_of(path: Path, audio_info: Any) -> float:
+    try:
+        return float(audio_info(path).duration_s or 0.0)
+    except ValueError:
+        return 0.0
+
+
+def record(
+    result: Any,
+    path: Path,
+    stem: Path,
+    formats: list[str],
+    metadata: dict[str, Any],
+    store: Any,
+    write_outputs: Any,
+) -> Outcome:
+    """Write an input's outputs (atomically), then record it in the job, in that order."""
+    if result.transcript is None:
+        if store is not None:
+            store.mark_failed(str(path), result.error)
+        return Outcome(path, 0.0, result.error)
+    try:
+        outputs = tuple(
+            write_outputs(result.transcript, stem, formats, {**metadata, "input": str(path)})
+        )
+    except OSError as e:
+        error = f"cannot write results next to {stem}: {e}"
+        if store is not None:
+            store.mark_failed(str(path), error)
+        return Outcome(path, result.transcript.duration, error)
+    if store is not None:
+        store.mark_done(str(path), [str(o) for o in outputs], result.transcript.duration)
+    return Outcome(path, result.transcript.duration, None, outputs)
+
+
+class _Silent:
+    """A stand-in for rich's Progress when output is quiet or machine-readable."""
+
+    console = err
+
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+    def add_task(self, *args: object, **kwargs: object) -> int:
+        return 0
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def progress_display(silent: bool) -> Any:
+    if silent:
+        return _Silent()
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[hours]}"),
+        TextColumn("{task.fields[speed]}"),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+def clock(seconds: float) -> str:
+    """Audio duration as H:MM:SS."""
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def print_summary(outcomes: Sequence[Outcome]) -> None:
+    failed = [o for o in outcomes if o.error]
+    audio = sum(o.duration for o in outcomes)
+    table = Table(title="zhuanxie", show_header=False)
+    table.add_row("files", f"{len(outcomes) - len(failed)} done, {len(failed)} failed")
+    table.add_row("audio", clock(audio))
+    err.print(table)
+    for outcome in failed:
+        err.print(f"[red]failed:[/red] {outcome.path}: {outcome.error}", highlight=False)
 
 
 @models_app.command("random")
@@ -27,16 +360,17 @@ def models_random(
     from zhuanxie.generator import ARCHS, write_random_model
 
     if arch not in ARCHS:
-        raise typer.BadParameter(
-            f"unknown arch {arch!r}; known: {', '.join(ARCHS)}", param_hint="--arch"
-        )
+        raise fail(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
     try:
         write_random_model(out_dir, arch, seed)
     except FileExistsError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+        raise fail(str(e)) from e
     typer.echo(f"wrote random {arch} (seed {seed}) to {out_dir}")
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

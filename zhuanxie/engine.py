@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zhuanxie.audio import SAMPLE_RATE, AudioOptions, Source, stream_audio
+from zhuanxie.audio import SAMPLE_RATE, AudioError, AudioOptions, Source, stream_audio
 from zhuanxie.batching import BatchBudget, next_batch, padded_frames
 from zhuanxie.decoding import Decoded, decode_batch
 from zhuanxie.governor import (
@@ -506,7 +506,11 @@ class _Run:
                 count += 1
         # An input can fail in any library on the way (decoder, resampler, VAD); whatever the
         # cause, it becomes that input's error and the run goes on.
+        except (AudioError, ValueError) as e:  # the input's own problem, already explained
+            self._put(self.messages, _InputError(index, str(e)))
+            return
         except Exception as e:
+            log.exception("input %s failed", spec.label)
             self._put(self.messages, _InputError(index, f"{type(e).__name__}: {e}"))
             return
         self._put(self.messages, _InputEnd(index, count, counter.samples / SAMPLE_RATE))
