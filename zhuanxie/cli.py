@@ -34,7 +34,7 @@ USAGE_ERROR = 2
 SOME_FAILED = 1
 DEFAULT_MODEL = "seaco-paraformer-large"
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages keep their lines; tables still fit
 
 
 def fail(message: str) -> typer.Exit:
