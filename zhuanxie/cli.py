@@ -368,6 +368,82 @@ def models_random(
     typer.echo(f"wrote random {arch} (seed {seed}) to {out_dir}")
 
 
+@jobs_app.command("show")
+def jobs_show(
+    directory: Annotated[Path, typer.Argument(help="The job folder given to --job.")],
+) -> None:
+    """Print a job's state: inputs per state, audio done, failures with reasons."""
+    from zhuanxie.jobs import JobError, JobView, format_summary
+
+    try:
+        with JobView.open(directory) as view:
+            typer.echo(format_summary(view))
+    except JobError as e:
+        raise fail(str(e)) from e
+
+
+@app.command()
+def info() -> None:
+    """Versions, devices, free memory, threads and the model cache."""
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    from zhuanxie.hub import models_dir
+
+    table = Table(show_header=False, title="zhuanxie")
+    table.add_row("zhuanxie", version("zhuanxie"))
+    table.add_row("python", platform.python_version())
+    for package in ("torch", "onnxruntime", "av", "numpy"):
+        table.add_row(package, version(package))
+    table.add_row(
+        "cpu", f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    table.add_row(
+        "bfloat16 on cpu", "fast (AMX/AVX-512-BF16)" if cpu_has_bf16() else "slow: use float32"
+    )
+    try:
+        import resource
+
+        table.add_row(
+            "process peak memory",
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",
+        )
+    except ImportError:
+        pass
+    table.add_row("memory available", memory_available())
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            name = torch.cuda.get_device_name(i)
+            table.add_row(
+                f"cuda:{i}", f"{name}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+            )
+    else:
+        table.add_row("gpu", "none (CUDA not available)")
+    table.add_row("model cache", str(models_dir()))
+    Console().print(table)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def memory_available() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
 def main() -> None:
     app()
 
