@@ -308,3 +308,47 @@ def test_models_random_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     result = runner.invoke(app, ["models", "random", str(tmp_path), "--arch", "paraformer-tiny"])
     assert result.exit_code == 2
     assert "not empty" in result.output
+
+
+def test_models_list_names_every_known_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZHUANXIE_CACHE", str(tmp_path))
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    for name in ("seaco-paraformer-large", "paraformer-large", "fsmn-vad", "ct-punc"):
+        assert name in result.output
+
+
+def test_an_uncached_model_name_explains_how_to_get_it(
+    speech_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZHUANXIE_CACHE", str(tmp_path))
+    code, output = transcribe(str(speech_dir / "clip1.wav"), "--model", "paraformer-large")
+    assert code == 2
+    assert "zhuanxie models download paraformer-large" in output
+    assert "--model /path/to/model-dir" in output
+
+
+def test_eval_scores_results_against_references(tmp_path: Path) -> None:
+    (tmp_path / "ref.tsv").write_text(
+        "a\t甚至出现交易几乎停滞的情况\nb\task not what your country can do\n"
+    )
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "a.json").write_text(json.dumps({"text": "甚至出现交易几乎停止的情况"}))
+    (results / "b.json").write_text(json.dumps({"text": "ask what your country can do for"}))
+    result = runner.invoke(
+        app, ["eval", str(tmp_path / "ref.tsv"), str(results), "--hotwords", "交易,country"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "CER 7.69%" in result.output
+    assert "WER 28.57%" in result.output
+    assert "recall 100.00%" in result.output
+
+
+def test_info_reports_versions_and_devices() -> None:
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0
+    assert "torch" in result.output
+    assert "model cache" in result.output

@@ -368,6 +368,82 @@ def models_random(
     typer.echo(f"wrote random {arch} (seed {seed}) to {out_dir}")
 
 
+@models_app.command("list")
+def models_list() -> None:
+    """Known models, what each is, and whether it is downloaded."""
+    from zhuanxie.hub import KNOWN_MODELS, list_models
+
+    table = Table("name", "kind", "present", "description", "ModelScope id")
+    for status in list_models():
+        mark = "[green]yes[/green]" if status.present else "no"
+        table.add_row(
+            status.name,
+            status.kind,
+            mark,
+            status.description,
+            KNOWN_MODELS[status.name].modelscope_id,
+        )
+    Console().print(table)
+
+
+@models_app.command("download")
+def models_download(
+    name: Annotated[str, typer.Argument(help="A known model name (see `zhuanxie models list`).")],
+    source: Annotated[str, typer.Option(help="auto, modelscope or huggingface.")] = "auto",
+    revision: Annotated[
+        str | None, typer.Option(help="A hub revision (default: the latest).")
+    ] = None,
+) -> None:
+    """Download a model into the cache (resumable; sizes and checksums verified)."""
+    from zhuanxie.hub import DownloadError, ModelNotFoundError, download
+
+    if source not in ("auto", "modelscope", "huggingface"):
+        raise fail(f"--source must be auto, modelscope or huggingface, not {source!r}")
+    try:
+        path = download(name, source=source, revision=revision, progress=typer.echo)  # type: ignore[arg-type]
+    except (ModelNotFoundError, DownloadError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(SOME_FAILED) from e
+    typer.echo(f"{name} is ready at {path}")
+
+
+@app.command("eval")
+def evaluate_results(
+    references: Annotated[Path, typer.Argument(help="References: TSV (id<TAB>text) or JSON.")],
+    hypotheses: Annotated[
+        Path, typer.Argument(help="A results folder (<id>.json) or a TSV/JSON file.")
+    ],
+    hotwords: Annotated[str | None, typer.Option(help="Comma-separated hotwords to score.")] = None,
+    hotwords_file: Annotated[Path | None, typer.Option(help="Hotwords, one per line.")] = None,
+    metric: Annotated[
+        str, typer.Option(help="auto (CER for Chinese, WER otherwise), cer or wer.")
+    ] = "auto",
+    per_utterance: Annotated[bool, typer.Option(help="Also list every utterance's score.")] = False,
+) -> None:
+    """Score results against references: CER/WER, and hotword recall, precision and F1."""
+    from zhuanxie.evaluation import (
+        EvalInputError,
+        evaluate,
+        format_report,
+        load_hypotheses,
+        load_texts,
+    )
+
+    if metric not in ("auto", "cer", "wer"):
+        raise fail(f"--metric must be auto, cer or wer, not {metric!r}")
+    phrases = read_hotwords(hotwords, hotwords_file)
+    try:
+        report = evaluate(
+            load_texts(references),
+            load_hypotheses(hypotheses),
+            list(phrases) or None,
+            metric=metric,  # type: ignore[arg-type]
+        )
+    except (EvalInputError, ValueError, OSError) as e:
+        raise fail(str(e)) from e
+    typer.echo(format_report(report, per_utterance=per_utterance))
+
+
 @jobs_app.command("show")
 def jobs_show(
     directory: Annotated[Path, typer.Argument(help="The job folder given to --job.")],
