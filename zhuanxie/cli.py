@@ -371,19 +371,19 @@ def models_random(
 @models_app.command("list")
 def models_list() -> None:
     """Known models, what each is, and whether it is downloaded."""
-    from zhuanxie.hub import KNOWN_MODELS, list_models
+    from zhuanxie.hub import KNOWN_MODELS, list_models, models_dir
 
-    table = Table("name", "kind", "present", "description", "ModelScope id")
+    table = Table(title="known models")
+    table.add_column("name", no_wrap=True)
+    for column in ("kind", "present", "description"):
+        table.add_column(column)
     for status in list_models():
         mark = "[green]yes[/green]" if status.present else "no"
-        table.add_row(
-            status.name,
-            status.kind,
-            mark,
-            status.description,
-            KNOWN_MODELS[status.name].modelscope_id,
-        )
-    Console().print(table)
+        repo = KNOWN_MODELS[status.name].modelscope_id
+        table.add_row(status.name, status.kind, mark, f"{status.description}\n[dim]{repo}[/dim]")
+    console = Console()
+    console.print(table)
+    console.print(f"cache: {models_dir()}  (download with: zhuanxie models download NAME)")
 
 
 @models_app.command("download")
