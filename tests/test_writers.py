@@ -34,6 +34,7 @@ from zhuanxie.writers import (
     to_tsv,
     to_txt,
     to_vtt,
+    write_atomic,
     write_outputs,
 )
 
@@ -584,3 +585,12 @@ def test_written_file_has_default_permissions(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_temp_file_left_by_a_killed_writer_is_cleaned_up(tmp_path: Path) -> None:
+    stale = tmp_path / ".talk.srt.0123456789ab.tmp"
+    stale.write_text("half a subtitle")
+    other = tmp_path / ".other.srt.0123456789ab.tmp"
+    other.write_text("someone else's")
+    write_atomic(tmp_path / "talk.srt", "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.srt.0123456789ab.tmp", "talk.srt"]

@@ -520,3 +520,244 @@ def write_random_model(
     weights = {key: value.detach().clone().contiguous() for key, value in state_dict.items()}
     torch.save({"epoch": 1, "state_dict": weights} if wrap else weights, out_dir / "model.pt")
     return out_dir
+
+
+# --- CT-Transformer punctuation models ----------------------------------------------------------
+# The same official layout for `punc_ct-transformer_*` directories: config.yaml (`model:
+# CTTransformer`, funasr's template with the published sizes), configuration.json, tokens.json,
+# model.pt, and for the word-level Chinese-English model a jieba user dictionary.
+
+PUNC_LIST = ("<unk>", "_", "，", "。", "？", "、")
+SENTENCE_END_ID = 3
+# Share of words after which the random models put each class of PUNC_LIST (argmax over text of
+# random vocabulary words): about one sentence end in eleven words, as in transcribed speech,
+# so that windows end mid-sentence often enough to exercise the carry-over.
+PUNC_SHARES = (0.0, 0.80, 0.10, 0.07, 0.02, 0.01)
+# Random logits are scaled up so that no two classes come within rounding error of each other.
+PUNC_LOGIT_SCALE = 8.0
+
+# Multi-character words of the jieba user dictionary of the word-level models; some are also in
+# jieba's own dictionary, some only here, so both sources of cuts are exercised.
+JIEBA_USER_WORDS = (
+    "语音识别 阿里巴巴 达摩院 魔搭 魔搭社区 热词 热词增强 模型 语音模型 杭州 深圳 上海 北京 你好 世界 "
+    "欢迎 客服 电话 转写 转写服务 标点 标点预测 开源 开源社区 数据 数据集 会议 会议纪要 项目 团队 "
+    "音乐 视频 新闻 天气 周末 医院 学校 银行 市场 技术 服务 系统 网络 产品 客户 用户 手机 电脑"
+).split()
+# Frequent words that jieba's own dictionary cuts out, so that the vocabulary holds them.
+COMMON_WORDS = (
+    "我们 他们 你们 今天 明天 现在 什么 没有 可以 知道 因为 所以 但是 如果 已经 时候 这个 那个 自己 "
+    "问题 工作 公司 中国 一个 一下 大家 非常 觉得 还是 应该 需要 开始 发展 经济 社会 国家 学生 老师 "
+    "朋友 时间 地方 东西 事情 孩子 父母 晚上 早上 下午 喜欢 希望 认为 看到 听到 告诉 帮助 结果 情况 "
+    "方面 部分 生活 文化 历史 教育 环境 研究 科学 发现 能够 一起 一定 可能 特别 比较 还有 然后 其实 "
+    "虽然 而且 或者 只是 这样 那样 怎么 为什么 谢谢 再见 对不起 没关系"
+).split()
+DIGITS = tuple("0123456789")
+
+
+@dataclass(frozen=True)
+class PunctuationArchSpec:
+    """Sizes of one generated CT-Transformer; embed_unit = att_unit, as in both published ones."""
+
+    vocab_size: int
+    """Words in tokens.json (V), including `<blank>`, `<s>`, `</s>` and `<unk>`."""
+    d_model: int
+    """embed_unit = att_unit = encoder input and output size (D)."""
+    attention_heads: int
+    linear_units: int
+    """Encoder feed-forward width."""
+    num_blocks: int
+    """SANM encoder layers."""
+    word_level: bool
+    """True: jieba words with a user dictionary (the cn-en large model); False: characters."""
+    hub_id: str
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.attention_heads != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by attention_heads "
+                f"({self.attention_heads})"
+            )
+        if self.vocab_size < 1000:
+            raise ValueError(f"vocab_size must be at least 1000, got {self.vocab_size}")
+
+
+PUNCTUATION_ARCHS: Mapping[str, PunctuationArchSpec] = {
+    "ct-punc-zh": PunctuationArchSpec(
+        272727, 256, 8, 1024, 4, False, "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch"
+    ),
+    "ct-punc-large": PunctuationArchSpec(
+        471067, 516, 12, 2048, 12, True, "iic/punc_ct-transformer_cn-en-common-vocab471067-large"
+    ),
+    "ct-punc-zh-tiny": PunctuationArchSpec(
+        1200, 64, 8, 128, 2, False, "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch"
+    ),
+    "ct-punc-large-tiny": PunctuationArchSpec(
+        3000, 48, 12, 96, 3, True, "iic/punc_ct-transformer_cn-en-common-vocab471067-large"
+    ),
+}
+
+
+def punctuation_arch_spec(arch: str) -> PunctuationArchSpec:
+    """The spec of a named punctuation architecture; raises ValueError naming the known ones."""
+    if arch not in PUNCTUATION_ARCHS:
+        raise ValueError(f"unknown punctuation arch {arch!r}; known: {', '.join(PUNCTUATION_ARCHS)}")
+    return PUNCTUATION_ARCHS[arch]
+
+
+def punctuation_arch_config(arch: str) -> dict[str, Any]:
+    """config.yaml for `arch`: funasr's CTTransformer template with the published sizes."""
+    spec = punctuation_arch_spec(arch)
+    return {
+        "model": "CTTransformer",
+        "model_conf": {
+            "ignore_id": 0,
+            "embed_unit": spec.d_model,
+            "att_unit": spec.d_model,
+            "dropout_rate": 0.1,
+            "punc_list": list(PUNC_LIST),
+            "punc_weight": [1.0] * len(PUNC_LIST),
+            "sentence_end_id": SENTENCE_END_ID,
+        },
+        "encoder": "SANMEncoder",
+        "encoder_conf": {
+            "input_size": spec.d_model,
+            "output_size": spec.d_model,
+            "attention_heads": spec.attention_heads,
+            "linear_units": spec.linear_units,
+            "num_blocks": spec.num_blocks,
+            "dropout_rate": 0.1,
+            "positional_dropout_rate": 0.1,
+            "attention_dropout_rate": 0.0,
+            "input_layer": "pe",
+            "pos_enc_class": "SinusoidalPositionEncoder",
+            "normalize_before": True,
+            "kernel_size": ENCODER_KERNEL,
+            "sanm_shfit": 0,  # sic
+            "selfattention_layer_type": "sanm",
+            "padding_idx": 0,
+        },
+        "tokenizer": "CharTokenizer",
+        "tokenizer_conf": {"unk_symbol": UNK_TOKEN},
+    }
+
+
+def punctuation_configuration_json(arch: str) -> dict[str, Any]:
+    """configuration.json; the word-level model lists its jieba dictionary, as published."""
+    spec = punctuation_arch_spec(arch)
+    metas: dict[str, Any] = {
+        "init_param": "model.pt",
+        "config": "config.yaml",
+        "tokenizer_conf": {"token_list": "tokens.json"},
+    }
+    if spec.word_level:
+        metas["jieba_usr_dict"] = "jieba_usr_dict"
+    return {
+        "framework": "pytorch",
+        "task": "punctuation",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "model_name_in_hub": {"ms": spec.hub_id},
+        "file_path_metas": metas,
+    }
+
+
+def build_punctuation_vocabulary(arch: str) -> list[str]:
+    """tokens.json of `arch`: specials, a fixed shuffle of the words, `<unk>` last.
+
+    Words: English words and letters, digits, CJK characters (common ones first), for the
+    word-level models the user-dictionary and common words, then two-character fillers up to V.
+    """
+    spec = punctuation_arch_spec(arch)
+    english = [_english_word(pieces) for pieces in ENGLISH_PIECES]
+    words = dict.fromkeys([*english, *LETTERS, *DIGITS])
+    if spec.word_level:
+        words.update(dict.fromkeys([*JIEBA_USER_WORDS, *COMMON_WORDS]))
+    hanzi = dict.fromkeys(HOTWORD_HANZI + COMMON_HANZI + "".join(JIEBA_USER_WORDS + COMMON_WORDS))
+    n_body = spec.vocab_size - len(SPECIAL_TOKENS) - 1
+    n_hanzi = min(HANZI_COUNT, n_body - len(words)) if spec.word_level else n_body - len(words)
+    n_hanzi = min(n_hanzi, max(len(hanzi), n_hanzi // 3) if spec.word_level else n_hanzi)
+    codepoint = ord(HANZI_FIRST)
+    while len(hanzi) < n_hanzi and codepoint <= ord(HANZI_LAST):
+        hanzi.setdefault(chr(codepoint))
+        codepoint += 1
+    words.update(dict.fromkeys(list(hanzi)[:n_hanzi]))
+    pool = list(hanzi)[:1000]
+    pairs = (a + b for a in pool for b in pool)
+    while len(words) < n_body:
+        words.setdefault(next(pairs))
+    body = list(words)[:n_body]
+    random.Random(_TOKEN_SHUFFLE_SEED).shuffle(body)
+    return [*SPECIAL_TOKENS, *body, UNK_TOKEN]
+
+
+def random_punctuation_state_dict(arch: str, seed: int) -> dict[str, torch.Tensor]:
+    """Seeded random weights for `arch` under the official key names, with the classifier
+    calibrated so that the model emits PUNC_SHARES of each class on random text."""
+    from zhuanxie.punctuation import CtTransformer, dims_from_punctuation_config
+
+    config = punctuation_arch_config(arch)
+    dims = dims_from_punctuation_config(config, punctuation_arch_spec(arch).vocab_size)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = CtTransformer(dims).eval()
+        with torch.no_grad():
+            model.decoder.weight.mul_(PUNC_LOGIT_SCALE)
+            model.decoder.bias.zero_()
+            ids = torch.randint(0, dims.vocab_size, (32, 40))
+            logits = model(ids, torch.full((32,), 40)).reshape(-1, dims.punctuations)
+            model.decoder.bias.copy_(argmax_share_bias(logits, torch.tensor(PUNC_SHARES)))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def argmax_share_bias(logits: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    """A bias (P,) under which argmax(logits + bias) picks each class about `shares` of the time;
+    a class with share 0 is never picked. logits (M, P)."""
+    bias = torch.zeros(logits.shape[1])
+    wanted = shares > 0
+    bias[~wanted] = -1e4
+    for _ in range(300):
+        picked = torch.bincount((logits + bias).argmax(-1), minlength=len(shares))
+        freq = picked.float() / len(logits)
+        bias[wanted] += 0.3 * (shares[wanted].log() - freq[wanted].clamp(min=1e-3).log())
+    return bias
+
+
+def write_random_punctuation_model(
+    out_dir: Path,
+    arch: str,
+    seed: int,
+    *,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a complete punctuation model directory for `arch` into `out_dir`; return it.
+
+    `state_dict` (official key names) replaces the calibrated random weights of
+    `random_punctuation_state_dict(arch, seed)`. Same arguments give byte-identical files.
+    `out_dir` must be absent or empty.
+    """
+    spec = punctuation_arch_spec(arch)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; refusing to write a model over it")
+    if state_dict is None:
+        state_dict = random_punctuation_state_dict(arch, seed)
+    header = f"# Random-weight {arch} checkpoint written by zhuanxie.generator (seed {seed}).\n"
+    config_text = yaml.safe_dump(punctuation_arch_config(arch), sort_keys=False, allow_unicode=True)
+    (out_dir / "config.yaml").write_text(header + config_text, encoding="utf-8")
+    (out_dir / "configuration.json").write_text(
+        json.dumps(punctuation_configuration_json(arch), indent=4, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    (out_dir / "tokens.json").write_text(
+        json.dumps(build_punctuation_vocabulary(arch), ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    if spec.word_level:
+        (out_dir / "jieba_usr_dict").write_text(
+            "".join(f"{word}\n" for word in JIEBA_USER_WORDS), encoding="utf-8"
+        )
+    weights = {key: value.detach().clone().contiguous() for key, value in state_dict.items()}
+    torch.save(weights, out_dir / "model.pt")
+    return out_dir

@@ -17,6 +17,7 @@ Every writer is a pure function `Transcript -> str`; `write_outputs` writes one 
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import math
@@ -466,7 +467,13 @@ def write_outputs(
 def write_atomic(path: Path, text: str) -> None:
     """Write UTF-8 text to `path` so that readers, and the file after a crash, see either the old
     content or the new, never a part: a temporary file in the same directory, flushed to disk,
-    renamed over `path`, and the rename itself flushed."""
+    renamed over `path`, and the rename itself flushed.
+
+    A temporary file a killed process left for the same `path` is removed first: the result it
+    was writing is being written again now.
+    """
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     # os.open with mode 0o666 lets the umask decide permissions, as for any new file (mkstemp
     # would make every result 0600).
