@@ -143,12 +143,14 @@ def transcribe(
             skipped = len(expansion.files) - len(todo)
             if skipped and not quiet and not jsonl:
                 err.print(f"{skipped} inputs already have results (use --overwrite to redo them)")
+        started = time.perf_counter()
         outcomes = run(engine, todo, phrases, stems, wanted, metadata, store, quiet or jsonl, jsonl)
+        wall = time.perf_counter() - started
     finally:
         if store is not None:
             store.close()
     if not quiet and not jsonl:
-        print_summary(outcomes)
+        print_summary(outcomes, wall)
     if any(o.error for o in outcomes):
         raise typer.Exit(SOME_FAILED)
 
@@ -339,12 +341,14 @@ def clock(seconds: float) -> str:
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
-def print_summary(outcomes: Sequence[Outcome]) -> None:
+def print_summary(outcomes: Sequence[Outcome], wall: float) -> None:
     failed = [o for o in outcomes if o.error]
     audio = sum(o.duration for o in outcomes)
     table = Table(title="zhuanxie", show_header=False)
     table.add_row("files", f"{len(outcomes) - len(failed)} done, {len(failed)} failed")
     table.add_row("audio", clock(audio))
+    table.add_row("wall time", clock(wall))
+    table.add_row("speed", f"{audio / wall:.1f}x real time" if wall > 0 else "-")
     err.print(table)
     for outcome in failed:
         err.print(f"[red]failed:[/red] {outcome.path}: {outcome.error}", highlight=False)

@@ -600,7 +600,9 @@ PUNCTUATION_ARCHS: Mapping[str, PunctuationArchSpec] = {
 def punctuation_arch_spec(arch: str) -> PunctuationArchSpec:
     """The spec of a named punctuation architecture; raises ValueError naming the known ones."""
     if arch not in PUNCTUATION_ARCHS:
-        raise ValueError(f"unknown punctuation arch {arch!r}; known: {', '.join(PUNCTUATION_ARCHS)}")
+        raise ValueError(
+            f"unknown punctuation arch {arch!r}; known: {', '.join(PUNCTUATION_ARCHS)}"
+        )
     return PUNCTUATION_ARCHS[arch]
 
 
@@ -674,8 +676,9 @@ def build_punctuation_vocabulary(arch: str) -> list[str]:
         words.update(dict.fromkeys([*JIEBA_USER_WORDS, *COMMON_WORDS]))
     hanzi = dict.fromkeys(HOTWORD_HANZI + COMMON_HANZI + "".join(JIEBA_USER_WORDS + COMMON_WORDS))
     n_body = spec.vocab_size - len(SPECIAL_TOKENS) - 1
-    n_hanzi = min(HANZI_COUNT, n_body - len(words)) if spec.word_level else n_body - len(words)
-    n_hanzi = min(n_hanzi, max(len(hanzi), n_hanzi // 3) if spec.word_level else n_hanzi)
+    # A word-level vocabulary is mostly words: characters take at most a third of it.
+    room = n_body - len(words)
+    n_hanzi = min(HANZI_COUNT, room // 3 if spec.word_level else room)
     codepoint = ord(HANZI_FIRST)
     while len(hanzi) < n_hanzi and codepoint <= ord(HANZI_LAST):
         hanzi.setdefault(chr(codepoint))
