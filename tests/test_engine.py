@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile
 
-import zhuanxie.engine
+import zhuanxie.backend
 from zhuanxie.audio import load_audio
-from zhuanxie.decoding import Decoded
+from zhuanxie.backend import ParaformerBackend
 from zhuanxie.engine import (
     AudioInput,
     Engine,
@@ -25,6 +25,7 @@ from zhuanxie.engine import (
 )
 from zhuanxie.governor import MemoryGovernor
 from zhuanxie.recognizer import Model, Recognizer, load_model
+from zhuanxie.result import Segment
 from zhuanxie.vad import VadOptions
 
 
@@ -170,11 +171,11 @@ class FlakyRunner(Runner):
     """Runs out of memory on any batch over a hidden capacity, like a GPU would."""
 
     def __init__(self, model: Model, governor: MemoryGovernor, capacity: int) -> None:
-        super().__init__(model, governor)
+        super().__init__(ParaformerBackend(model), governor)
         self.capacity = capacity  # padded LFR frames
 
-    def decode(self, items: Sequence) -> list[Decoded]:  # type: ignore[type-arg]
-        frames = len(items) * max(it.feats.shape[0] for it in items)
+    def decode(self, items: Sequence) -> list[Segment | None]:  # type: ignore[type-arg]
+        frames = len(items) * max(it.frames for it in items)
         if frames > self.capacity:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return super().decode(items)
@@ -270,14 +271,14 @@ def test_device_budget_comes_from_free_memory_and_warm_up_cost(
 ) -> None:  # type: ignore[no-untyped-def]
     probe = FakeProbe()
     engine = Engine(model, EngineOptions(vad_options=VadOptions(max_segment_s=12.0)))
-    original = zhuanxie.engine.decode_batch
+    original = zhuanxie.backend.decode_batch
 
     def measured(*args, **kwargs):  # type: ignore[no-untyped-def]
         feats = args[1]
         probe.peak = feats.shape[0] * feats.shape[1] * 2**20
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(zhuanxie.engine, "decode_batch", measured)
-    governor = engine.make_governor(model, probe)
+    monkeypatch.setattr(zhuanxie.backend, "decode_batch", measured)
+    governor = engine.make_governor(ParaformerBackend(model), probe)
     # 80% of 8 GiB at 1 MiB per frame
     assert governor.budget.max_padded_frames == int(8 * 1024 * 0.8)

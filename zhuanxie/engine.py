@@ -16,7 +16,6 @@ item's result does not depend on its batch-mates (see ``decoding``).
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import queue
@@ -29,11 +28,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from zhuanxie.audio import SAMPLE_RATE, AudioError, AudioOptions, Source, stream_audio
+from zhuanxie.backend import LFR_SECONDS, Backend, ParaformerBackend
 from zhuanxie.batching import BatchBudget, next_batch, padded_frames
-from zhuanxie.decoding import Decoded, decode_batch
 from zhuanxie.governor import (
     CudaMemoryProbe,
     GovernorOptions,
@@ -43,8 +41,8 @@ from zhuanxie.governor import (
     measure_frame_cost,
     run_with_oom_recovery,
 )
-from zhuanxie.hotwords import HotwordEncoder, normalize_hotwords
-from zhuanxie.recognizer import Model, make_segment
+from zhuanxie.hotwords import normalize_hotwords
+from zhuanxie.recognizer import Model
 from zhuanxie.result import Segment, Transcript
 from zhuanxie.vad import SileroVad, SpeechSegment, VadOptions, fixed_segments
 
@@ -54,7 +52,6 @@ log = logging.getLogger("zhuanxie.engine")
 # is idle: long enough to pool the segments of a file that is being decoded, short enough that
 # the device never idles noticeably.
 POOL_WAIT_S = 0.05
-LFR_SECONDS = 0.06  # one encoder frame: 6 fbank frames of 10 ms
 
 
 @dataclass(frozen=True)
@@ -154,7 +151,8 @@ class _Item:
     segment_index: int
     start: float  # seconds on the input's timeline
     duration: float
-    feats: Tensor  # (T', 560) float32, CPU
+    features: Any  # the backend's model input, on the CPU
+    frames: int  # its cost in the batch budget (60 ms frames)
     hotwords: tuple[str, ...]
 
 
@@ -185,64 +183,51 @@ _Message = _Item | _InputEnd | _InputError
 
 
 class Runner:
-    """One model on one device, decoding one batch at a time."""
+    """One backend (a model on a device), decoding one batch at a time under its own memory
+    governor."""
 
-    def __init__(self, model: Model, governor: MemoryGovernor) -> None:
-        self.model = model
+    def __init__(self, backend: Backend, governor: MemoryGovernor) -> None:
+        self.backend = backend
         self.governor = governor
-        self.hotword_encoder = (
-            HotwordEncoder(model.network, model.tokens, model.seg_dict)
-            if model.dims.seaco is not None
-            else None
-        )
 
     def run_batch(self, items: Sequence[_Item]) -> list[_Done]:
         """Decode one batch, recovering from out-of-memory by splitting it."""
-        lengths = [it.feats.shape[0] for it in items]
+        lengths = [it.frames for it in items]
 
-        def run(indices: Sequence[int]) -> list[Decoded]:
+        def run(indices: Sequence[int]) -> list[Segment | None]:
             return self.decode([items[i] for i in indices])
 
         try:
-            outcomes: list[Decoded | BaseException] = list(
+            outcomes: list[Segment | BaseException | None] = list(
                 run_with_oom_recovery(lengths, run, self.governor)
             )
         # A batch that fails for any other reason fails its items' inputs, not the run.
         except Exception as e:
             log.exception("batch of %d segments failed", len(items))
             outcomes = [e] * len(items)
-        done = []
-        for item, outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, ItemOutOfMemoryError):
-                message = (
-                    f"the {item.duration:.1f} s segment at {item.start:.1f} s ran out of memory "
-                    f"even alone ({outcome.reason}); lower the maximum segment length "
-                    "or free device memory"
-                )
-                done.append(_Done(item.input_index, item.segment_index, None, message))
-            elif isinstance(outcome, BaseException):
-                done.append(
-                    _Done(
-                        item.input_index,
-                        item.segment_index,
-                        None,
-                        f"{type(outcome).__name__}: {outcome}",
-                    )
-                )
-            else:
-                segment = make_segment(self.model, outcome, item.start, item.duration)
-                done.append(_Done(item.input_index, item.segment_index, segment))
-        return done
+        return [self._done(item, outcome) for item, outcome in zip(items, outcomes, strict=True)]
 
-    def decode(self, items: Sequence[_Item]) -> list[Decoded]:
-        device, dtype = self.model.device, self.model.dtype
-        lens = torch.tensor([it.feats.shape[0] for it in items])
-        feats = torch.zeros(len(items), int(lens.max()), items[0].feats.shape[1])
-        for i, it in enumerate(items):
-            feats[i, : it.feats.shape[0]] = it.feats
-        encoder = self.hotword_encoder
-        plan = encoder.batch([it.hotwords for it in items]) if encoder else None
-        return decode_batch(self.model.network, feats.to(device, dtype), lens.to(device), plan)
+    def decode(self, items: Sequence[_Item]) -> list[Segment | None]:
+        return self.backend.decode(
+            [it.features for it in items],
+            [it.hotwords for it in items],
+            [it.start for it in items],
+            [it.duration for it in items],
+        )
+
+    @staticmethod
+    def _done(item: _Item, outcome: Segment | BaseException | None) -> _Done:
+        if isinstance(outcome, ItemOutOfMemoryError):
+            error = (
+                f"the {item.duration:.1f} s segment at {item.start:.1f} s ran out of memory "
+                f"even alone ({outcome.reason}); lower the maximum segment length "
+                "or free device memory"
+            )
+            return _Done(item.input_index, item.segment_index, None, error)
+        if isinstance(outcome, BaseException):
+            error = f"{type(outcome).__name__}: {outcome}"
+            return _Done(item.input_index, item.segment_index, None, error)
+        return _Done(item.input_index, item.segment_index, outcome)
 
 
 class Engine:
@@ -251,24 +236,23 @@ class Engine:
 
     def __init__(
         self,
-        models: Model | Sequence[Model],
+        models: Model | Backend | Sequence[Model | Backend],
         options: EngineOptions | None = None,
         *,
         runners: Sequence[Runner] | None = None,
     ) -> None:
         self.options = options or EngineOptions()
         if runners is None:
-            listed = [models] if isinstance(models, Model) else list(models)
-            runners = [Runner(m, self.make_governor(m)) for m in listed]
+            listed = list(models) if isinstance(models, Sequence) else [models]
+            backends = [ParaformerBackend(m) if isinstance(m, Model) else m for m in listed]
+            runners = [Runner(b, self.make_governor(b)) for b in backends]
         if not runners:
             raise ValueError("Engine needs at least one model")
         self.runners = list(runners)
-        self.model = self.runners[0].model
+        self.backend = self.runners[0].backend
         self.stats = EngineStats()
         self.stats_lock = threading.Lock()
         self.vad = SileroVad() if self.options.vad == "silero" else None
-        # Decode workers compute features on the CPU, leaving the devices to the models.
-        self.frontend = copy.deepcopy(self.model.frontend).cpu()
 
     def governor_options(self) -> GovernorOptions:
         options = GovernorOptions(max_batch_size=self.options.max_batch_size)
@@ -281,32 +265,24 @@ class Engine:
             min_padded_frames=min(frames, options.min_padded_frames),
         )
 
-    def make_governor(self, model: Model, probe: MemoryProbe | None = None) -> MemoryGovernor:
-        """The budget for ``model``: fixed on the CPU; on a GPU (or with ``probe``), sized from
+    def make_governor(self, backend: Backend, probe: MemoryProbe | None = None) -> MemoryGovernor:
+        """The budget for ``backend``: fixed on the CPU; on a GPU (or with ``probe``), sized from
         free memory and the bytes per frame of a warm-up batch of maximum-length segments."""
         options = self.governor_options()
-        if probe is None and model.device.type == "cuda":
-            probe = CudaMemoryProbe(model.device)
+        if probe is None and backend.device.type == "cuda":
+            probe = CudaMemoryProbe(backend.device)
         if probe is None:
             return MemoryGovernor.for_cpu(options)
         if self.options.batch_frames is not None:
             # A fixed budget, but still shrunk on out-of-memory, with the cache freed.
             return MemoryGovernor(options, self.options.batch_frames, probe)
-        frames = math.ceil(self.options.vad_options.max_segment_s / LFR_SECONDS)
-        # Normalised features look like noise; zeros could give CIF no tokens and so skip the
-        # decoder, whose memory the warm-up must include.
-        generator = torch.Generator().manual_seed(0)
-        feats = torch.randn(2, frames, model.dims.encoder.input_size, generator=generator)
-        feats = feats.to(model.device, model.dtype)
-        lens = torch.full((2,), frames, device=model.device)
-        cost = measure_frame_cost(
-            probe, lambda: decode_batch(model.network, feats, lens), 2 * frames
-        )
+        frames = 2 * math.ceil(self.options.vad_options.max_segment_s / LFR_SECONDS)
+        cost = measure_frame_cost(probe, lambda: backend.warm_up(frames), frames)
         governor = MemoryGovernor.for_device(options, probe, cost)
         log.info(
             "memory budget",
             extra={
-                "device": str(model.device),
+                "device": str(backend.device),
                 "bytes_per_frame": round(cost),
                 "frames": governor.frames,
             },
@@ -352,15 +328,13 @@ class Engine:
             return fixed_segments(chunks, self.options.vad_options.max_segment_s)
         return self.vad.segments(chunks, self.options.vad_options)
 
-    def features(self, audio: np.ndarray) -> Tensor:
-        """(S,) samples -> (T', 560) features, computed on the CPU."""
-        wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
-        feats, lens = self.frontend(wave, torch.tensor([wave.shape[1]]))
-        return feats[0, : int(lens[0])]
+    def features(self, audio: np.ndarray) -> Any:
+        """One segment's model input, computed on the CPU (decode workers call this)."""
+        return self.backend.features(audio)
 
     def record(self, runner: Runner, items: Sequence[_Item], elapsed: float) -> None:
         """Count a finished batch and log it as one structured line."""
-        lengths = [it.feats.shape[0] for it in items]
+        lengths = [it.frames for it in items]
         padded = padded_frames(lengths, range(len(lengths)))
         real = sum(lengths)
         with self.stats_lock:
@@ -375,12 +349,12 @@ class Engine:
         log.info(
             "batch",
             extra={
-                "device": str(runner.model.device),
+                "device": str(runner.backend.device),
                 "items": len(items),
                 "padded_frames": padded,
                 "padding_ratio": round(1 - real / padded, 4) if padded else 0.0,
                 "seconds": round(elapsed, 4),
-                "peak_memory_bytes": peak_memory(runner.model.device),
+                "peak_memory_bytes": peak_memory(runner.backend.device),
             },
         )
 
@@ -485,20 +459,21 @@ class _Run:
         count, counter = 0, SampleCounter()
         try:
             hotwords = normalize_hotwords(spec.hotwords)
-            if hotwords and engine.model.dims.seaco is None:
-                raise ValueError(
-                    f"hotwords need a SeACo-Paraformer model, not '{engine.model.dims.family}'"
-                )
+            if hotwords and not engine.backend.supports_hotwords:
+                raise ValueError(f"hotwords are not supported by {engine.backend.name}")
+            backend = engine.backend
             for segment in engine.segments(spec, counter):
-                feats = engine.features(segment.audio)
-                if feats.shape[0] == 0:
+                features = backend.features(segment.audio)
+                frames = backend.frames(features)
+                if frames == 0:  # too short for one analysis frame
                     continue
                 item = _Item(
                     index,
                     count,
                     segment.start / SAMPLE_RATE,
                     (segment.end - segment.start) / SAMPLE_RATE,
-                    feats,
+                    features,
+                    frames,
                     hotwords,
                 )
                 if not self._put(self.messages, item):
@@ -536,7 +511,7 @@ class _Run:
             drained = finished and self.messages.empty()
             if self.free.is_set():
                 idle = message is None  # nothing arrived for a while: don't hold segments back
-                lengths = [it.feats.shape[0] for it in pool]
+                lengths = [it.frames for it in pool]
                 flush = idle or drained or len(pool) >= cap
                 chosen = next_batch(lengths, engine.budget, flush=flush)
                 if chosen is not None:
