@@ -538,19 +538,21 @@ PUNC_LOGIT_SCALE = 8.0
 
 # Multi-character words of the jieba user dictionary of the word-level models; some are also in
 # jieba's own dictionary, some only here, so both sources of cuts are exercised.
-JIEBA_USER_WORDS = (
+_JIEBA_USER_WORDS = (
     "语音识别 阿里巴巴 达摩院 魔搭 魔搭社区 热词 热词增强 模型 语音模型 杭州 深圳 上海 北京 你好 世界 "
     "欢迎 客服 电话 转写 转写服务 标点 标点预测 开源 开源社区 数据 数据集 会议 会议纪要 项目 团队 "
     "音乐 视频 新闻 天气 周末 医院 学校 银行 市场 技术 服务 系统 网络 产品 客户 用户 手机 电脑"
-).split()
+)
+JIEBA_USER_WORDS = tuple(_JIEBA_USER_WORDS.split())
 # Frequent words that jieba's own dictionary cuts out, so that the vocabulary holds them.
-COMMON_WORDS = (
+_COMMON_WORDS = (
     "我们 他们 你们 今天 明天 现在 什么 没有 可以 知道 因为 所以 但是 如果 已经 时候 这个 那个 自己 "
     "问题 工作 公司 中国 一个 一下 大家 非常 觉得 还是 应该 需要 开始 发展 经济 社会 国家 学生 老师 "
     "朋友 时间 地方 东西 事情 孩子 父母 晚上 早上 下午 喜欢 希望 认为 看到 听到 告诉 帮助 结果 情况 "
     "方面 部分 生活 文化 历史 教育 环境 研究 科学 发现 能够 一起 一定 可能 特别 比较 还有 然后 其实 "
     "虽然 而且 或者 只是 这样 那样 怎么 为什么 谢谢 再见 对不起 没关系"
-).split()
+)
+COMMON_WORDS = tuple(_COMMON_WORDS.split())
 DIGITS = tuple("0123456789")
 
 
@@ -763,4 +765,187 @@ def write_random_punctuation_model(
         )
     weights = {key: value.detach().clone().contiguous() for key, value in state_dict.items()}
     torch.save(weights, out_dir / "model.pt")
+    return out_dir
+
+
+# --- FSMN-VAD ------------------------------------------------------------------------------------
+# `speech_fsmn_vad_zh-cn-16k-common-pytorch` (`fsmn-vad` in funasr): config.yaml (`model:
+# FsmnVADStreaming`, funasr's template, with the WavFrontendOnline front end that funasr 1.4.16
+# needs for its aligned waveforms), configuration.json, a 400-dim am.mvn and model.pt.
+
+FSMN_VAD_ARCH = "fsmn-vad"
+FSMN_VAD_HUB_ID = "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch"
+FSMN_VAD_LFR_M = 5
+# The random VAD's silence logit follows the mean log-mel energy of the low mel bins (below about
+# 1 kHz, where speech is strong and hiss weak) of a frame's 5 stacked fbank frames: fully silent
+# below FSMN_VAD_QUIET (white noise at about -50 dBFS), fully speech above FSMN_VAD_LOUD (quiet
+# speech). Measured on the shared corpus: pauses lie at 6-10, speech at 12-19.
+FSMN_VAD_LOW_BINS = 30
+FSMN_VAD_QUIET, FSMN_VAD_LOUD = 10.5, 12.5
+FSMN_VAD_LOGIT = 5.0  # silence logit margin at either extreme: p_sil 0.993 and 0.007
+FSMN_VAD_MEMORY = 0.2  # total weight of each layer's 20-frame memory on the energy path
+
+
+def fsmn_vad_config() -> dict[str, Any]:
+    """config.yaml of the published FSMN-VAD, key for key (funasr's template)."""
+    return {
+        "model": "FsmnVADStreaming",
+        "model_conf": {
+            "sample_rate": 16000,
+            "detect_mode": 1,
+            "snr_mode": 0,
+            "max_end_silence_time": 800,
+            "max_start_silence_time": 3000,
+            "do_start_point_detection": True,
+            "do_end_point_detection": True,
+            "window_size_ms": 200,
+            "sil_to_speech_time_thres": 150,
+            "speech_to_sil_time_thres": 150,
+            "speech_2_noise_ratio": 1.0,
+            "do_extend": 1,
+            "lookback_time_start_point": 200,
+            "lookahead_time_end_point": 100,
+            "max_single_segment_time": 60000,
+            "snr_thres": -100.0,
+            "noise_frame_num_used_for_snr": 100,
+            "decibel_thres": -100.0,
+            "speech_noise_thres": 0.6,
+            "fe_prior_thres": 0.0001,
+            "silence_pdf_num": 1,
+            "sil_pdf_ids": [0],
+            "speech_noise_thresh_low": -0.1,
+            "speech_noise_thresh_high": 0.3,
+            "output_frame_probs": False,
+            "frame_in_ms": 10,
+            "frame_length_ms": 25,
+        },
+        "encoder": "FSMN",
+        "encoder_conf": {
+            "input_dim": N_MELS * FSMN_VAD_LFR_M,
+            "input_affine_dim": 140,
+            "fsmn_layers": 4,
+            "linear_dim": 250,
+            "proj_dim": 128,
+            "lorder": 20,
+            "rorder": 0,
+            "lstride": 1,
+            "rstride": 0,
+            "output_affine_dim": 140,
+            "output_dim": 248,
+        },
+        "frontend": "WavFrontendOnline",
+        "frontend_conf": {
+            "fs": 16000,
+            "window": "hamming",
+            "n_mels": N_MELS,
+            "frame_length": 25,
+            "frame_shift": 10,
+            "dither": 0.0,
+            "lfr_m": FSMN_VAD_LFR_M,
+            "lfr_n": 1,
+        },
+    }
+
+
+def fsmn_vad_configuration_json() -> dict[str, Any]:
+    """configuration.json as published for the FSMN-VAD."""
+    return {
+        "framework": "pytorch",
+        "task": "voice-activity-detection",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "model_name_in_hub": {"ms": FSMN_VAD_HUB_ID, "hf": "funasr/fsmn-vad"},
+        "file_path_metas": {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
+    }
+
+
+def random_fsmn_vad_cmvn(seed: int) -> Cmvn:
+    """CMVN for the 400-dim features: the 80-bin statistics of `random_cmvn`, 5 times."""
+    cmvn = random_cmvn(seed)
+    dim = N_MELS * FSMN_VAD_LFR_M
+    return Cmvn(shift=cmvn.shift[:dim].clone(), scale=cmvn.scale[:dim].clone())
+
+
+@torch.no_grad()
+def random_fsmn_vad_state_dict(seed: int, cmvn: Cmvn) -> dict[str, torch.Tensor]:
+    """Seeded random FSMN-VAD weights (official key names) that respond to energy.
+
+    Random weights alone make the silence probability wander with no relation to the audio, so
+    one path through the network is set by hand, leaving every other weight random: in_linear1
+    unit 0 undoes `cmvn` and averages the low-bin log-mels, in_linear2 units 0 and 1 are two
+    ReLUs whose difference clamps that energy to [0, 1] between FSMN_VAD_QUIET and FSMN_VAD_LOUD,
+    each FSMN layer carries both units through (with a small 20-frame memory, so that the
+    streaming caches matter), out_linear1 unit 0 takes their difference and out_linear2 turns it
+    into the silence logit, +-FSMN_VAD_LOGIT at the extremes. The other classes get small random
+    weights, and the silence row keeps its random weights elsewhere: a little noise on top.
+    """
+    from zhuanxie.fsmn_vad import FsmnDims, FsmnVadModel
+
+    dims = FsmnDims()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = FsmnVadModel(dims)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    enc = model.encoder
+    low = torch.zeros(N_MELS, dtype=torch.bool)
+    low[:FSMN_VAD_LOW_BINS] = True
+    low = low.repeat(FSMN_VAD_LFR_M)  # (400,)
+    count = int(low.sum())
+    # cmvn'd feature f = (x + shift) * scale, so x = f / scale - shift.
+    in1 = enc.in_linear1.linear
+    in1.weight[0] = torch.where(low, 1.0 / (count * cmvn.scale), 0.0)
+    in1.bias[0] = -(cmvn.shift * low).sum() / count
+    gain = 1.0 / (FSMN_VAD_LOUD - FSMN_VAD_QUIET)
+    in2 = enc.in_linear2.linear
+    in2.weight[:2] = 0.0
+    in2.weight[:2, 0] = gain
+    in2.bias[0], in2.bias[1] = -gain * FSMN_VAD_QUIET, -gain * FSMN_VAD_LOUD
+    taps = dims.lorder
+    for layer in enc.fsmn:
+        for module in (layer.linear.linear, layer.affine.linear):
+            module.weight[:2] = 0.0
+            module.weight[0, 0] = module.weight[1, 1] = 1.0
+        layer.affine.linear.bias[:2] = 0.0
+        layer.fsmn_block.conv_left.weight[:2] = FSMN_VAD_MEMORY / taps
+    out1 = enc.out_linear1.linear
+    out1.weight[0] = 0.0
+    out1.weight[0, 0], out1.weight[0, 1] = 1.0, -1.0
+    out1.bias[0] = 0.0
+    out2 = enc.out_linear2.linear
+    # log-sum-exp of the other classes' logits, which are all about 0
+    others = torch.tensor(dims.output_dim - 1.0).log()
+    steady_gain = (1.0 + FSMN_VAD_MEMORY) ** dims.fsmn_layers  # of the energy path at [0, 1]
+    out2.weight[1:] *= 0.1
+    out2.bias[1:] = 0.0
+    out2.weight[0, 0] = -2.0 * FSMN_VAD_LOGIT / steady_gain
+    out2.bias[0] = others + FSMN_VAD_LOGIT
+    return {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
+
+
+def write_random_fsmn_vad(out_dir: Path, seed: int = 0) -> Path:
+    """Write a complete FSMN-VAD directory (`fsmn-vad`, ~0.43M parameters) into `out_dir`.
+
+    Same arguments give byte-identical files. `out_dir` must be absent or empty.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; refusing to write a model over it")
+    header = (
+        f"# Random-weight {FSMN_VAD_ARCH} checkpoint written by zhuanxie.generator (seed {seed}).\n"
+    )
+    config_text = yaml.safe_dump(fsmn_vad_config(), sort_keys=False, allow_unicode=True)
+    (out_dir / "config.yaml").write_text(header + config_text, encoding="utf-8")
+    (out_dir / "configuration.json").write_text(
+        json.dumps(fsmn_vad_configuration_json(), indent=4, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    cmvn = random_fsmn_vad_cmvn(seed)
+    write_cmvn(out_dir / "am.mvn", cmvn)
+    torch.save(random_fsmn_vad_state_dict(seed, cmvn), out_dir / "model.pt")
     return out_dir
