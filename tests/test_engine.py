@@ -21,11 +21,11 @@ from zhuanxie.engine import (
     InputResult,
     Progress,
     Runner,
-    join_texts,
 )
 from zhuanxie.governor import MemoryGovernor
 from zhuanxie.recognizer import Model, Recognizer, load_model
 from zhuanxie.result import Segment
+from zhuanxie.text import join_texts
 from zhuanxie.vad import VadOptions
 
 

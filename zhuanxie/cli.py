@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +84,17 @@ def transcribe(
         bool, typer.Option("--vad/--no-vad", help="Split at pauses with Silero VAD.")
     ] = True,
     max_segment: Annotated[float, typer.Option(help="Longest segment in seconds.")] = 20.0,
+    punc_model: Annotated[
+        str | None,
+        typer.Option(help="Add punctuation with this CT-Transformer model (name or directory)."),
+    ] = None,
+    itn: Annotated[
+        bool, typer.Option("--itn/--no-itn", help="Write numbers, dates, money as digits.")
+    ] = False,
+    language: Annotated[
+        str | None,
+        typer.Option(help="Whisper models: language code (zh, en, ...); default: detect."),
+    ] = None,
     job: Annotated[
         Path | None, typer.Option(help="Keep a resumable job record in this folder.")
     ] = None,
@@ -121,14 +132,19 @@ def transcribe(
         "vad": vad,
         "max_segment": max_segment,
         "output_dir": str(output_dir.resolve()) if output_dir else None,
+        "punc_model": punc_model,
+        "itn": itn,
     }
+    if language is not None:
+        options["language"] = language
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     roots = [Path(p).resolve() for p in paths if not p.startswith("@") and Path(p).is_dir()]
     stems = output_stems(expansion.files, output_dir, roots)
-    engine = build_engine(model, device, dtype, vad, max_segment)
+    postprocessor = build_postprocessor(punc_model, itn)
+    engine = build_engine(model, device, dtype, vad, max_segment, language, postprocessor)
     metadata = {"model": model, "options": options}
 
     store = open_job(job, options, allow_option_change) if job else None
@@ -182,7 +198,42 @@ def all_exist(stem: Path, formats: Sequence[str]) -> bool:
     return all(stem.with_name(f"{stem.name}.{f}").exists() for f in formats)
 
 
-def build_engine(model: str, device: str, dtype: str, vad: bool, max_segment: float) -> Any:
+def build_postprocessor(punc_model: str | None, itn: bool) -> Any:
+    """Punctuation and/or ITN for the transcripts, or None when neither is asked for."""
+    if punc_model is None and not itn:
+        return None
+    from zhuanxie.hub import ModelNotFoundError, resolve_model
+    from zhuanxie.postprocess import PostProcessor
+
+    punctuator = normalizer = None
+    if punc_model is not None:
+        from zhuanxie.punctuation import Punctuator, load_punctuation_model
+
+        try:
+            punctuator = Punctuator(load_punctuation_model(resolve_model(punc_model)))
+        except ModelNotFoundError as e:
+            raise fail(str(e)) from e
+        except ValueError as e:
+            raise fail(f"cannot load punctuation model {punc_model!r}: {e}") from e
+    if itn:
+        from zhuanxie.itn import InverseNormalizer
+
+        try:
+            normalizer = InverseNormalizer()
+        except ImportError as e:
+            raise fail(str(e)) from e
+    return PostProcessor(punctuator, normalizer)
+
+
+def build_engine(
+    model: str,
+    device: str,
+    dtype: str,
+    vad: bool,
+    max_segment: float,
+    language: str | None = None,
+    postprocessor: Any = None,
+) -> Any:
     from zhuanxie.engine import Engine, EngineOptions
     from zhuanxie.hub import ModelNotFoundError, resolve_model
     from zhuanxie.recognizer import load_model
@@ -190,15 +241,53 @@ def build_engine(model: str, device: str, dtype: str, vad: bool, max_segment: fl
 
     try:
         directory = resolve_model(model)
+        # Whisper: a CTranslate2 directory (model.bin); FunASR directories hold model.pt.
+        if (directory / "model.bin").is_file():
+            return build_whisper_engine(directory, device, dtype, vad, max_segment, language)
+        if language not in (None, "zh"):
+            raise fail(f"--language {language}: only Whisper models take a language")
         models = [load_model(directory, device=d.strip(), dtype=dtype) for d in device.split(",")]
         vad_options = VadOptions(max_segment_s=max_segment)
-        return Engine(
-            models, EngineOptions(vad="silero" if vad else "none", vad_options=vad_options)
-        )
+        options = EngineOptions(vad="silero" if vad else "none", vad_options=vad_options)
+        return Engine(models, options, postprocessor=postprocessor)
     except ModelNotFoundError as e:
         raise fail(str(e)) from e
+    except typer.Exit:  # a RuntimeError too; fail() has already said why
+        raise
     except (ValueError, RuntimeError) as e:
         raise fail(f"cannot load model {model!r}: {e}") from e
+
+
+def build_whisper_engine(
+    directory: Path, device: str, dtype: str, vad: bool, max_segment: float, language: str | None
+) -> Any:
+    """Whisper on each device, with segments packed for its 30 s window (see zhuanxie.whisper)."""
+    import torch
+
+    from zhuanxie.engine import Engine, EngineOptions
+
+    try:
+        from zhuanxie import whisper
+    except ImportError as e:
+        raise fail(f"{directory} is a CTranslate2 model: {e}") from e
+    if max_segment > whisper.WINDOW_SECONDS:
+        raise fail(f"--max-segment {max_segment:g}: Whisper takes at most 30 s per segment")
+    backends = [
+        whisper.WhisperBackend(
+            directory,
+            device=d.strip(),
+            compute_type=dtype,
+            language=language,
+            cpu_threads=torch.get_num_threads(),
+        )
+        for d in device.split(",")
+    ]
+    options = EngineOptions(
+        vad="silero" if vad else "none",
+        vad_options=replace(whisper.VAD_OPTIONS, max_segment_s=max_segment),
+        batch_frames=whisper.batch_frames(whisper.BATCH_SIZE),
+    )
+    return Engine(backends, options)
 
 
 def open_job(directory: Path, options: dict[str, Any], allow_change: bool) -> Any:
@@ -383,7 +472,7 @@ def models_list() -> None:
         table.add_column(column)
     for status in list_models():
         mark = "[green]yes[/green]" if status.present else "no"
-        repo = KNOWN_MODELS[status.name].modelscope_id
+        repo = KNOWN_MODELS[status.name].modelscope_id or KNOWN_MODELS[status.name].huggingface_id
         table.add_row(status.name, status.kind, mark, f"{status.description}\n[dim]{repo}[/dim]")
     console = Console()
     console.print(table)

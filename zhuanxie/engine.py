@@ -42,8 +42,10 @@ from zhuanxie.governor import (
     run_with_oom_recovery,
 )
 from zhuanxie.hotwords import normalize_hotwords
+from zhuanxie.postprocess import PostProcessor
 from zhuanxie.recognizer import Model
 from zhuanxie.result import Segment, Transcript
+from zhuanxie.text import join_texts
 from zhuanxie.vad import SileroVad, SpeechSegment, VadOptions, fixed_segments
 
 log = logging.getLogger("zhuanxie.engine")
@@ -240,8 +242,10 @@ class Engine:
         options: EngineOptions | None = None,
         *,
         runners: Sequence[Runner] | None = None,
+        postprocessor: PostProcessor | None = None,
     ) -> None:
         self.options = options or EngineOptions()
+        self.postprocessor = postprocessor
         if runners is None:
             listed = list(models) if isinstance(models, Sequence) else [models]
             backends = [ParaformerBackend(m) if isinstance(m, Model) else m for m in listed]
@@ -578,7 +582,10 @@ class _Run:
             else:
                 seconds += end.duration
                 kept = tuple(d.segment for d in done if d.segment is not None)
-                yield InputResult(index, self._name(index), assemble(kept, end.duration))
+                transcript = assemble(kept, end.duration)
+                if self.engine.postprocessor is not None:
+                    transcript = self.engine.postprocessor.apply([transcript])[0]
+                yield InputResult(index, self._name(index), transcript)
             self._report(finished, len(failed), seconds)
 
     def _report(self, finished: int, failed: int, seconds: float) -> None:
@@ -594,21 +601,3 @@ def assemble(segments: tuple[Segment, ...], duration: float) -> Transcript:
     """Join an input's segment results (in order) into its transcript."""
     text = join_texts([s.text for s in segments])
     return Transcript(text=text, duration=duration, segments=segments)
-
-
-def join_texts(texts: Sequence[str]) -> str:
-    """Join segment texts: no space at a CJK boundary, one space between Latin words."""
-    out = ""
-    for text in texts:
-        if not text:
-            continue
-        if (
-            out
-            and out[-1].isascii()
-            and out[-1].isalnum()
-            and text[0].isascii()
-            and text[0].isalnum()
-        ):
-            out += " "
-        out += text
-    return out

@@ -202,3 +202,18 @@ def _merge_abbreviations(items: list[str], spans: list[Span]) -> tuple[list[str]
             out_spans.append(spans[slot[k]])
         k += 1
     return out_items, out_spans
+
+
+def join_texts(texts: Sequence[str]) -> str:
+    """Join the texts of consecutive segments: no space at a CJK boundary, one space between
+    Latin words and after Latin sentence punctuation."""
+    out = ""
+    for text in texts:
+        if not text:
+            continue
+        if out and text[0].isascii() and text[0].isalnum():
+            last = out[-1]
+            if (last.isascii() and last.isalnum()) or last in ",.?!;:":
+                out += " "
+        out += text
+    return out

@@ -1,0 +1,108 @@
+"""Punctuation and ITN applied to finished transcripts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from typer.testing import CliRunner
+
+from zhuanxie.cli import app
+from zhuanxie.engine import Engine, EngineOptions
+from zhuanxie.generator import write_random_punctuation_model
+from zhuanxie.postprocess import PostProcessor, with_punctuation
+from zhuanxie.punctuation import Punctuator, load_punctuation_model
+from zhuanxie.recognizer import load_model
+from zhuanxie.result import Segment, Token, Transcript
+
+
+def transcript(*segment_texts: str) -> Transcript:
+    """Segments with one token per character (English words kept whole), 0.1 s each."""
+    segments, t = [], 0.0
+    for text in segment_texts:
+        tokens = []
+        for word in text.split(" "):
+            units = [word] if word.isascii() else list(word)
+            for unit in units:
+                tokens.append(Token(unit, t, t + 0.1))
+                t += 0.1
+        segments.append(Segment(tokens[0].start, tokens[-1].end, text, tuple(tokens), ()))
+    return Transcript(text="".join(segment_texts), duration=t, segments=tuple(segments))
+
+
+def test_punctuation_marks_go_back_into_their_segments() -> None:
+    raw = transcript("今天天气很好", "我们去公园吧")
+    out = with_punctuation(raw, "今天天气很好，我们去公园吧。")
+    assert [s.text for s in out.segments] == ["今天天气很好，", "我们去公园吧。"]
+    assert out.text == "今天天气很好，我们去公园吧。"
+    assert out.tokens == raw.tokens
+
+
+def test_a_punctuator_that_changes_the_words_leaves_the_text_alone() -> None:
+    raw = transcript("你好世界")
+    assert with_punctuation(raw, "您好，世界。") == raw
+
+
+def test_itn_rewrites_each_segment() -> None:
+    pytest.importorskip("wetext")
+    from zhuanxie.itn import InverseNormalizer
+
+    out = PostProcessor(itn=InverseNormalizer()).apply(
+        [transcript("会议定在二零二四年三月五日", "增长了百分之十五")]
+    )[0]
+    assert [s.text for s in out.segments] == ["会议定在2024年3月5日", "增长了15%"]
+    assert out.text == "会议定在2024年3月5日增长了15%"
+
+
+@pytest.fixture(scope="module")
+def punc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_punctuation_model(tmp_path_factory.mktemp("punc"), "ct-punc-zh-tiny", 0)
+
+
+def test_engine_punctuates_whole_inputs(
+    punc_dir: Path,
+    tiny_model_dir: Callable[..., Path],
+    speech_clips: list[np.ndarray],
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "speech.wav"
+    soundfile.write(
+        path, np.concatenate([speech_clips[0], np.zeros(16000, np.float32), speech_clips[4]]), 16000
+    )
+    model = load_model(tiny_model_dir("seaco-paraformer-tiny"))
+    plain = Engine(model, EngineOptions()).transcribe(path)
+    punctuator = Punctuator(load_punctuation_model(punc_dir))
+    expected = punctuator.punctuate([plain.text])[0].text
+    result = Engine(model, EngineOptions(), postprocessor=PostProcessor(punctuator)).transcribe(
+        path
+    )
+    assert result.text == expected
+    assert result.tokens == plain.tokens
+    assert "".join(s.text for s in result.segments) == result.text
+
+
+def test_cli_punctuation_option(
+    punc_dir: Path,
+    tiny_model_dir: Callable[..., Path],
+    speech_clips: list[np.ndarray],
+    tmp_path: Path,
+) -> None:
+    soundfile.write(tmp_path / "a.wav", speech_clips[0], 16000)
+    model = tiny_model_dir("seaco-paraformer-tiny")
+    result = CliRunner().invoke(
+        app,
+        [
+            "transcribe",
+            str(tmp_path / "a.wav"),
+            "--model",
+            str(model),
+            "--punc-model",
+            str(punc_dir),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "a.txt").read_text().strip()
+    assert text.endswith(("。", "？", ".", "?"))
