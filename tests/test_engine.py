@@ -282,3 +282,20 @@ def test_device_budget_comes_from_free_memory_and_warm_up_cost(
     governor = engine.make_governor(ParaformerBackend(model), probe)
     # 80% of 8 GiB at 1 MiB per frame
     assert governor.budget.max_padded_frames == int(8 * 1024 * 0.8)
+
+
+def test_each_batch_is_logged_and_counted(
+    model, clips: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(model, EngineOptions(vad="none"))
+    with caplog.at_level("INFO", logger="zhuanxie.engine"):
+        list(engine.transcribe_many(clips))
+    batches = [r for r in caplog.records if r.getMessage() == "batch"]
+    assert len(batches) == engine.stats.batches > 0
+    assert sum(r.items for r in batches) == engine.stats.segments == len(clips)  # type: ignore[attr-defined]
+    for record in batches:
+        assert record.padded_frames >= 1  # type: ignore[attr-defined]
+        assert 0.0 <= record.padding_ratio < 1.0  # type: ignore[attr-defined]
+        assert record.peak_memory_bytes > 0  # type: ignore[attr-defined]
+    assert engine.stats.speed > 0
+    assert engine.stats.peak_memory_bytes > 0

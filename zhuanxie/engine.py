@@ -139,10 +139,16 @@ class EngineStats:
     model_seconds: float = 0.0
     queue_depth: int = 0
     out_of_memory: int = 0
+    peak_memory_bytes: int = 0  # device memory on a GPU, else the process's peak RSS
 
     @property
     def padding_ratio(self) -> float:
         return 1 - self.real_frames / self.padded_frames if self.padded_frames else 0.0
+
+    @property
+    def speed(self) -> float:
+        """Audio seconds decoded per second of model time (x real time)."""
+        return self.audio_seconds / self.model_seconds if self.model_seconds else 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -350,6 +356,8 @@ class Engine:
             stats.audio_seconds += sum(it.duration for it in items)
             stats.model_seconds += elapsed
             stats.out_of_memory = sum(r.governor.stats().oom_events for r in self.runners)
+            memory = peak_memory(runner.backend.device)
+            stats.peak_memory_bytes = max(stats.peak_memory_bytes, memory)
         log.info(
             "batch",
             extra={
@@ -358,7 +366,7 @@ class Engine:
                 "padded_frames": padded,
                 "padding_ratio": round(1 - real / padded, 4) if padded else 0.0,
                 "seconds": round(elapsed, 4),
-                "peak_memory_bytes": peak_memory(runner.backend.device),
+                "peak_memory_bytes": memory,
             },
         )
 
