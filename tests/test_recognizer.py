@@ -144,5 +144,23 @@ def test_float16_on_cpu_warns(tiny_model_dir: Callable[..., Path]) -> None:
 
 
 def test_unknown_dtype_is_rejected(tiny_model_dir: Callable[..., Path]) -> None:
-    with pytest.raises(ValueError, match="dtype 'int8' is not one of"):
-        load_model(tiny_model_dir("paraformer-tiny"), dtype="int8")
+    with pytest.raises(ValueError, match="dtype 'int4' is not one of"):
+        load_model(tiny_model_dir("paraformer-tiny"), dtype="int4")
+
+
+def test_int8_quantises_linear_layers_and_mostly_agrees_with_float32(
+    tiny_model_dir: Callable[..., Path],
+) -> None:
+    path = tiny_model_dir("seaco-paraformer-tiny")
+    fp32 = Recognizer(load_model(path))
+    int8 = Recognizer(load_model(path, dtype="int8"))
+    w_1 = int8.model.network.encoder.encoders[0].feed_forward.w_1
+    assert type(w_1).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    assert type(int8.model.network.predictor.cif_output) is torch.nn.Linear  # CIF stays float
+    agree = total = 0
+    for seed in range(4):
+        a = fp32.transcribe(noise(5.0, seed)).segments[0].token_ids
+        b = int8.transcribe(noise(5.0, seed)).segments[0].token_ids
+        total += max(len(a), len(b))
+        agree += sum(x == y for x, y in zip(a, b))
+    assert agree / total > 0.5
