@@ -883,7 +883,7 @@ def random_fsmn_vad_state_dict(seed: int, cmvn: Cmvn) -> dict[str, torch.Tensor]
     into the silence logit, +-FSMN_VAD_LOGIT at the extremes. The other classes get small random
     weights, and the silence row keeps its random weights elsewhere: a little noise on top.
     """
-    from zhuanxie.fsmn_vad import FsmnDims, FsmnVadModel
+    from zhuanxie.fsmn_vad import FsmnDims, FsmnLayer, FsmnVadModel
 
     dims = FsmnDims()
     generator_state = torch.random.get_rng_state()
@@ -908,6 +908,7 @@ def random_fsmn_vad_state_dict(seed: int, cmvn: Cmvn) -> dict[str, torch.Tensor]
     in2.bias[0], in2.bias[1] = -gain * FSMN_VAD_QUIET, -gain * FSMN_VAD_LOUD
     taps = dims.lorder
     for layer in enc.fsmn:
+        assert isinstance(layer, FsmnLayer)
         for module in (layer.linear.linear, layer.affine.linear):
             module.weight[:2] = 0.0
             module.weight[0, 0] = module.weight[1, 1] = 1.0
