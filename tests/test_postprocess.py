@@ -106,3 +106,37 @@ def test_cli_punctuation_option(
     assert result.exit_code == 0, result.output
     text = (tmp_path / "a.txt").read_text().strip()
     assert text.endswith(("。", "？", ".", "?"))
+
+
+def test_engine_and_cli_can_segment_with_fsmn_vad(
+    tiny_model_dir: Callable[..., Path],
+    speech_clips: list[np.ndarray],
+    tmp_path: Path,
+) -> None:
+    from zhuanxie.fsmn_vad import FsmnVad
+    from zhuanxie.generator import write_random_fsmn_vad
+
+    vad_dir = write_random_fsmn_vad(tmp_path / "fsmn", seed=0)
+    audio = np.concatenate([speech_clips[0], np.zeros(32000, np.float32), speech_clips[2]])
+    soundfile.write(tmp_path / "b.wav", audio, 16000)
+    expected = [(s.start, s.end) for s in FsmnVad(vad_dir).segments([audio])]
+    model = load_model(tiny_model_dir("paraformer-tiny"))
+    options = EngineOptions(vad="fsmn", vad_model=str(vad_dir))
+    result = Engine(model, options).transcribe(tmp_path / "b.wav")
+    assert [round(s.start * 16000) for s in result.segments] == [a for a, _ in expected][
+        : len(result.segments)
+    ]
+    cli = CliRunner().invoke(
+        app,
+        [
+            "transcribe",
+            str(tmp_path / "b.wav"),
+            "--model",
+            str(tiny_model_dir("paraformer-tiny")),
+            "--vad-model",
+            str(vad_dir),
+            "-f",
+            "json",
+        ],
+    )
+    assert cli.exit_code == 0, cli.output

@@ -83,6 +83,10 @@ def transcribe(
     vad: Annotated[
         bool, typer.Option("--vad/--no-vad", help="Split at pauses with Silero VAD.")
     ] = True,
+    vad_model: Annotated[
+        str | None,
+        typer.Option(help="Split with FunASR's FSMN-VAD from this model (name or folder) instead."),
+    ] = None,
     max_segment: Annotated[float, typer.Option(help="Longest segment in seconds.")] = 20.0,
     punc_model: Annotated[
         str | None,
@@ -130,6 +134,7 @@ def transcribe(
         "formats": wanted,
         "hotwords": list(phrases),
         "vad": vad,
+        "vad_model": vad_model,
         "max_segment": max_segment,
         "output_dir": str(output_dir.resolve()) if output_dir else None,
         "punc_model": punc_model,
@@ -144,7 +149,10 @@ def transcribe(
     roots = [Path(p).resolve() for p in paths if not p.startswith("@") and Path(p).is_dir()]
     stems = output_stems(expansion.files, output_dir, roots)
     postprocessor = build_postprocessor(punc_model, itn)
-    engine = build_engine(model, device, dtype, vad, max_segment, language, postprocessor)
+    vad_kind = ("fsmn" if vad_model else "silero") if vad else "none"
+    engine = build_engine(
+        model, device, dtype, vad_kind, max_segment, language, postprocessor, vad_model
+    )
     metadata = {"model": model, "options": options}
 
     store = open_job(job, options, allow_option_change) if job else None
@@ -229,11 +237,13 @@ def build_engine(
     model: str,
     device: str,
     dtype: str,
-    vad: bool,
+    vad: str,
     max_segment: float,
     language: str | None = None,
     postprocessor: Any = None,
+    vad_model: str | None = None,
 ) -> Any:
+    """The engine for ``model`` on each device; ``vad`` is silero, fsmn (``vad_model``) or none."""
     from zhuanxie.engine import Engine, EngineOptions
     from zhuanxie.hub import ModelNotFoundError, resolve_model
     from zhuanxie.recognizer import load_model
@@ -243,12 +253,17 @@ def build_engine(
         directory = resolve_model(model)
         # Whisper: a CTranslate2 directory (model.bin); FunASR directories hold model.pt.
         if (directory / "model.bin").is_file():
-            return build_whisper_engine(directory, device, dtype, vad, max_segment, language)
+            if postprocessor is not None:
+                raise fail("--punc-model and --itn are for Paraformer; Whisper writes its own")
+            return build_whisper_engine(
+                directory, device, dtype, vad != "none", max_segment, language
+            )
         if language not in (None, "zh"):
             raise fail(f"--language {language}: only Whisper models take a language")
         models = [load_model(directory, device=d.strip(), dtype=dtype) for d in device.split(",")]
         vad_options = VadOptions(max_segment_s=max_segment)
-        options = EngineOptions(vad="silero" if vad else "none", vad_options=vad_options)
+        vad_dir = str(resolve_model(vad_model)) if vad_model else None
+        options = EngineOptions(vad=vad, vad_options=vad_options, vad_model=vad_dir)  # type: ignore[arg-type]
         return Engine(models, options, postprocessor=postprocessor)
     except ModelNotFoundError as e:
         raise fail(str(e)) from e
@@ -450,12 +465,18 @@ def models_random(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Write a seeded random model in the official FunASR layout (for tests and benchmarks)."""
-    from zhuanxie.generator import ARCHS, write_random_model
+    from zhuanxie import generator
 
-    if arch not in ARCHS:
-        raise fail(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+    known = [*generator.ARCHS, *generator.PUNCTUATION_ARCHS, generator.FSMN_VAD_ARCH]
+    if arch not in known:
+        raise fail(f"unknown arch {arch!r}; known: {', '.join(known)}")
     try:
-        write_random_model(out_dir, arch, seed)
+        if arch in generator.PUNCTUATION_ARCHS:
+            generator.write_random_punctuation_model(out_dir, arch, seed)
+        elif arch == generator.FSMN_VAD_ARCH:
+            generator.write_random_fsmn_vad(out_dir, seed)
+        else:
+            generator.write_random_model(out_dir, arch, seed)
     except FileExistsError as e:
         raise fail(str(e)) from e
     typer.echo(f"wrote random {arch} (seed {seed}) to {out_dir}")

@@ -32,6 +32,7 @@ import torch
 from zhuanxie.audio import SAMPLE_RATE, AudioError, AudioOptions, Source, stream_audio
 from zhuanxie.backend import LFR_SECONDS, Backend, ParaformerBackend
 from zhuanxie.batching import BatchBudget, next_batch, padded_frames
+from zhuanxie.fsmn_vad import FsmnVad
 from zhuanxie.governor import (
     CudaMemoryProbe,
     GovernorOptions,
@@ -60,10 +61,13 @@ POOL_WAIT_S = 0.05
 class EngineOptions:
     """How the engine runs; the same for every input. Vary with ``dataclasses.replace``."""
 
-    vad: Literal["silero", "none"] = "silero"
+    vad: Literal["silero", "fsmn", "none"] = "silero"
     """Segmenter: Silero VAD, or none (short inputs whole, long ones cut at quiet points)."""
     vad_options: VadOptions = field(default_factory=VadOptions)
-    """Silero thresholds, padding and the maximum segment length (also used by vad='none')."""
+    """Silero thresholds, padding and the maximum segment length (also used by vad='none'
+    and, for the maximum length only, by vad='fsmn')."""
+    vad_model: str | None = None
+    """The FSMN-VAD model directory, for vad='fsmn' (its config.yaml gives the other options)."""
     decode_workers: int = 2
     """Threads that decode, resample, segment and compute features, overlapping the model."""
     max_batch_size: int = 64
@@ -76,8 +80,10 @@ class EngineOptions:
     """Audio decoded per step of a streaming input."""
 
     def __post_init__(self) -> None:
-        if self.vad not in ("silero", "none"):
-            raise ValueError(f"vad must be 'silero' or 'none', not {self.vad!r}")
+        if self.vad not in ("silero", "fsmn", "none"):
+            raise ValueError(f"vad must be 'silero', 'fsmn' or 'none', not {self.vad!r}")
+        if self.vad == "fsmn" and self.vad_model is None:
+            raise ValueError("vad='fsmn' needs vad_model, an FSMN-VAD model directory")
         for name in ("decode_workers", "max_batch_size", "queue_segments"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineOptions.{name} must be >= 1, not {getattr(self, name)}")
@@ -262,7 +268,12 @@ class Engine:
         self.backend = self.runners[0].backend
         self.stats = EngineStats()
         self.stats_lock = threading.Lock()
-        self.vad = SileroVad() if self.options.vad == "silero" else None
+        self.vad: SileroVad | FsmnVad | None = None
+        if self.options.vad == "silero":
+            self.vad = SileroVad()
+        elif self.options.vad == "fsmn":
+            assert self.options.vad_model is not None
+            self.vad = FsmnVad(self.options.vad_model)
 
     def governor_options(self) -> GovernorOptions:
         options = GovernorOptions(max_batch_size=self.options.max_batch_size)
@@ -334,8 +345,13 @@ class Engine:
         chunks = counter.count(
             stream_audio(spec.source, sample_rate=spec.sample_rate, options=audio_options)
         )
+        limit = self.options.vad_options.max_segment_s
+        if isinstance(self.vad, FsmnVad):
+            return self.vad.segments(
+                chunks, replace(self.vad.options, max_single_segment_ms=round(limit * 1000))
+            )
         if self.vad is None:
-            return fixed_segments(chunks, self.options.vad_options.max_segment_s)
+            return fixed_segments(chunks, limit)
         return self.vad.segments(chunks, self.options.vad_options)
 
     def features(self, audio: np.ndarray) -> Any:
