@@ -214,7 +214,9 @@ def test_an_item_too_big_for_memory_fails_only_its_input(model, clips: list[Path
 
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="vad must be 'silero', 'fsmn' or 'none'"):
-        EngineOptions(vad="fsmn")  # type: ignore[arg-type]
+        EngineOptions(vad="webrtc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="vad='fsmn' needs vad_model"):
+        EngineOptions(vad="fsmn")
     with pytest.raises(ValueError, match="decode_workers must be >= 1"):
         replace(EngineOptions(), decode_workers=0)
 
