@@ -6,14 +6,19 @@ transcript = zhuanxie.Recognizer(model).transcribe(wave, hotwords=["魔搭"])
 """
 
 from zhuanxie.checkpoint import CheckpointError
+from zhuanxie.engine import AudioInput, Engine, EngineOptions, InputResult
 from zhuanxie.generator import write_random_model
 from zhuanxie.hotwords import HotwordWarning
 from zhuanxie.recognizer import Model, Recognizer, load_model
 from zhuanxie.result import Segment, Token, Transcript
 
 __all__ = [
+    "AudioInput",
     "CheckpointError",
+    "Engine",
+    "EngineOptions",
     "HotwordWarning",
+    "InputResult",
     "Model",
     "Recognizer",
     "Segment",
