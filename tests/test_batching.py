@@ -238,3 +238,17 @@ def test_draining_the_pool_with_next_batch_reproduces_the_plan(
         drained.append([pool[j] for j in batch])
         pool = [i for i in pool if i not in drained[-1]]
     assert drained == plan_batches(lengths, budget)
+
+
+def test_min_length_ratio_keeps_short_items_out_of_long_batches() -> None:
+    budget = BatchBudget(max_padded_frames=10_000, max_batch_size=64, min_length_ratio=0.75)
+    lengths = [200, 190, 160, 150, 100, 80, 30]
+    batches = plan_batches(lengths, budget)
+    assert batches == [[0, 1, 2, 3], [4, 5], [6]]
+    for batch in batches:
+        assert min(lengths[i] for i in batch) >= 0.75 * max(lengths[i] for i in batch)
+
+
+def test_min_length_ratio_is_validated() -> None:
+    with pytest.raises(ValueError, match="min_length_ratio must be in"):
+        BatchBudget(100, 4, min_length_ratio=1.5)

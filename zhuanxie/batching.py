@@ -52,12 +52,20 @@ class BatchBudget:
     """Most LFR frames in the padded batch, B × T'_max (padding included)."""
     max_batch_size: int
     """Most items in one batch, however short they are."""
+    min_length_ratio: float = 0.0
+    """An item joins a batch only if it is at least this share of the batch's longest item, so
+    padding stays under 1 - ratio of the batch. Padding is pure waste where batching buys
+    little (a CPU whose matmuls are compute-bound at batch 1); 0 disables the rule."""
 
     def __post_init__(self) -> None:
         for name in ("max_padded_frames", "max_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BatchBudget.{name} must be a positive int, got {value!r}")
+        if not 0.0 <= self.min_length_ratio <= 1.0:
+            raise ValueError(
+                f"BatchBudget.min_length_ratio must be in [0, 1], got {self.min_length_ratio!r}"
+            )
 
     def can_add(self, shape: BatchShape, length: int) -> bool:
         """Whether an item of ``length`` frames may join a batch of ``shape``.
@@ -67,6 +75,8 @@ class BatchBudget:
         """
         if shape.size == 0:
             return True
+        if min(length, shape.longest) < self.min_length_ratio * max(length, shape.longest):
+            return False
         grown = shape.add(length)
         return grown.size <= self.max_batch_size and grown.padded_frames <= self.max_padded_frames
 

@@ -117,6 +117,9 @@ class GovernorOptions:
     """Factor by which the budget rises after ``grow_after`` successful batches in a row."""
     grow_after: int = 50
     """Successful batches in a row, each using at least half the budget, before it grows."""
+    min_length_ratio: float = 0.0
+    """Items shorter than this share of their batch's longest wait for another batch (see
+    ``BatchBudget.min_length_ratio``); the engine sets it on the CPU."""
 
     def __post_init__(self) -> None:
         for name in ("cpu_padded_frames", "max_batch_size", "min_padded_frames", "grow_after"):
@@ -241,7 +244,7 @@ class MemoryGovernor:
     @property
     def budget(self) -> BatchBudget:
         """The limits to plan the next batch with."""
-        return BatchBudget(self.frames, self.options.max_batch_size)
+        return BatchBudget(self.frames, self.options.max_batch_size, self.options.min_length_ratio)
 
     def record_success(self, frames: int) -> None:
         """A batch of ``frames`` padded frames ran; enough of them in a row raise the budget."""
