@@ -590,9 +590,7 @@ def info() -> None:
     table.add_row(
         "cpu", f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     )
-    table.add_row(
-        "bfloat16 on cpu", "fast (AMX/AVX-512-BF16)" if cpu_has_bf16() else "slow: use float32"
-    )
+    table.add_row("cpu matrix units", ", ".join(cpu_matrix_flags()) or "none (use float32 or int8)")
     try:
         import resource
 
@@ -616,12 +614,14 @@ def info() -> None:
     Console().print(table)
 
 
-def cpu_has_bf16() -> bool:
+def cpu_matrix_flags() -> list[str]:
+    """The CPU features that make bfloat16 (AMX, AVX-512-BF16) or int8 (VNNI) matmuls fast."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return []
+    wanted = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni")
+    return [f for f in wanted if f in flags]
 
 
 def memory_available() -> str:
