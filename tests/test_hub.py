@@ -98,7 +98,8 @@ def leftovers(cache: Path) -> list[str]:
 
 def test_known_models_carry_the_official_repository_ids() -> None:
     assert DEFAULT_MODEL == "seaco-paraformer-large"
-    assert {name: m.modelscope_id for name, m in KNOWN_MODELS.items()} == {
+    funasr = {name: m for name, m in KNOWN_MODELS.items() if m.modelscope_id is not None}
+    assert {name: m.modelscope_id for name, m in funasr.items()} == {
         "seaco-paraformer-large": "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
         "paraformer-large": "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
         "paraformer-large-long": "iic/speech_paraformer-large-vad-punc_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
@@ -106,7 +107,31 @@ def test_known_models_carry_the_official_repository_ids() -> None:
         "ct-punc": "iic/punc_ct-transformer_cn-en-common-vocab471067-large",
         "ct-punc-zh": "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch",
     }
-    assert all("model.pt" in m.files and "config.yaml" in m.files for m in KNOWN_MODELS.values())
+    assert all("model.pt" in m.files and "config.yaml" in m.files for m in funasr.values())
+
+
+def test_faster_whisper_names_download_from_hugging_face_only(tmp_path: Path) -> None:
+    whisper = {
+        name: m.huggingface_id for name, m in KNOWN_MODELS.items() if m.modelscope_id is None
+    }
+    assert whisper == {
+        "tiny": "Systran/faster-whisper-tiny",
+        "base": "Systran/faster-whisper-base",
+        "small": "Systran/faster-whisper-small",
+        "medium": "Systran/faster-whisper-medium",
+        "large-v3": "Systran/faster-whisper-large-v3",
+        "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+        "distil-large-v3": "Systran/faster-distil-whisper-large-v3",
+    }
+    files = {"model.bin": b"weights", "config.json": b"{}", "tokenizer.json": b"{}"}
+    hub = FakeHub(files)
+    target = download(
+        "tiny", cache_dir=tmp_path, fetchers={"modelscope": fail_always, "huggingface": hub}
+    )
+    assert [call[0] for call in hub.calls] == ["Systran/faster-whisper-tiny"]
+    assert resolve_model("tiny", cache_dir=tmp_path) == target
+    with pytest.raises(DownloadError, match="on Hugging Face only; use --source huggingface"):
+        download("base", source="modelscope", cache_dir=tmp_path)
 
 
 def test_models_dir_honours_zhuanxie_cache_then_xdg(

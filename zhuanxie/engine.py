@@ -629,6 +629,17 @@ class _Run:
 
 
 def assemble(segments: tuple[Segment, ...], duration: float) -> Transcript:
-    """Join an input's segment results (in order) into its transcript."""
+    """Join an input's segment results (in order) into its transcript.
+
+    Its language is the one spoken longest among the segments that name one (Whisper detects it
+    per segment); without any (Paraformer), the transcript keeps its default, "zh".
+    """
     text = join_texts([s.text for s in segments])
-    return Transcript(text=text, duration=duration, segments=segments)
+    spoken: dict[str, float] = {}
+    for s in segments:
+        if s.language is not None:
+            spoken[s.language] = spoken.get(s.language, 0.0) + s.end - s.start
+    if not spoken:
+        return Transcript(text=text, duration=duration, segments=segments)
+    language = max(spoken, key=spoken.__getitem__)
+    return Transcript(text=text, duration=duration, segments=segments, language=language)

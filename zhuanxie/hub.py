@@ -49,11 +49,29 @@ class KnownModel:
     name: str
     description: str
     kind: Kind
-    modelscope_id: str
+    modelscope_id: str | None  # None for models published on Hugging Face only (faster-whisper)
     huggingface_id: str | None  # None where no Hugging Face copy is confirmed to be this model
     files: tuple[str, ...]  # must exist and be non-empty for a directory to count as complete
     approx_bytes: int  # whole repository, for telling the user what a download costs
 
+
+# faster-whisper's own names and repositories (faster_whisper/utils.py, _MODELS, in 1.2.1), each
+# with what it transcribes and about how large its float16 model.bin is. zhuanxie.whisper runs them.
+_WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json")
+_WHISPER_MODELS = (
+    ("tiny", "Systran/faster-whisper-tiny", "multilingual", 75_000_000),
+    ("base", "Systran/faster-whisper-base", "multilingual", 145_000_000),
+    ("small", "Systran/faster-whisper-small", "multilingual", 484_000_000),
+    ("medium", "Systran/faster-whisper-medium", "multilingual", 1_530_000_000),
+    ("large-v3", "Systran/faster-whisper-large-v3", "multilingual", 3_090_000_000),
+    (
+        "large-v3-turbo",
+        "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+        "multilingual",
+        1_620_000_000,
+    ),
+    ("distil-large-v3", "Systran/faster-distil-whisper-large-v3", "English only", 1_510_000_000),
+)
 
 # Repository ids are those of funasr's own alias table (funasr/download/name_maps_from_hub.py).
 # Hugging Face: `funasr/paraformer-zh` holds a plain Paraformer-large (881 MB model.pt,
@@ -116,6 +134,18 @@ KNOWN_MODELS: Mapping[str, KnownModel] = {
             huggingface_id=None,
             files=("model.pt", "config.yaml", "tokens.json"),
             approx_bytes=300_000_000,
+        ),
+        *(
+            KnownModel(
+                name=name,
+                description=f"Whisper {name} (CTranslate2, faster-whisper): ASR, {languages}",
+                kind="asr",
+                modelscope_id=None,
+                huggingface_id=repo,
+                files=_WHISPER_FILES,
+                approx_bytes=size,
+            )
+            for name, repo, languages, size in _WHISPER_MODELS
         ),
     )
 }
@@ -332,6 +362,8 @@ def download(
 
 def _candidates(model: KnownModel, source: Source) -> list[tuple[Hub, str]]:
     if source == "modelscope":
+        if model.modelscope_id is None:
+            raise DownloadError(f"{model.name} is on Hugging Face only; use --source huggingface")
         return [("modelscope", model.modelscope_id)]
     if source == "huggingface":
         if model.huggingface_id is None:
@@ -341,7 +373,9 @@ def _candidates(model: KnownModel, source: Source) -> list[tuple[Hub, str]]:
         return [("huggingface", model.huggingface_id)]
     if source != "auto":
         raise ValueError(f"source must be modelscope, huggingface or auto, not {source!r}")
-    candidates: list[tuple[Hub, str]] = [("modelscope", model.modelscope_id)]
+    candidates: list[tuple[Hub, str]] = []
+    if model.modelscope_id is not None:
+        candidates.append(("modelscope", model.modelscope_id))
     if model.huggingface_id is not None:
         candidates.append(("huggingface", model.huggingface_id))
     return candidates

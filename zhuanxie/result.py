@@ -23,6 +23,7 @@ class Segment:
     text: str
     tokens: tuple[Token, ...]
     token_ids: tuple[int, ...]  # model vocabulary ids behind the text, specials removed
+    language: str | None = None  # the segment's language, where the model names one (Whisper)
 
 
 @dataclass(frozen=True)
