@@ -255,6 +255,8 @@ def build_engine(
         if (directory / "model.bin").is_file():
             if postprocessor is not None:
                 raise fail("--punc-model and --itn are for Paraformer; Whisper writes its own")
+            if vad == "fsmn":
+                raise fail("--vad-model (FSMN-VAD) works with Paraformer models only")
             return build_whisper_engine(
                 directory, device, dtype, vad != "none", max_segment, language
             )
