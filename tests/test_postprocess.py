@@ -140,3 +140,32 @@ def test_engine_and_cli_can_segment_with_fsmn_vad(
         ],
     )
     assert cli.exit_code == 0, cli.output
+
+
+def test_inputs_finished_together_are_punctuated_in_one_batch(
+    punc_dir: Path, tiny_model_dir: Callable[..., Path], speech_clips: list[np.ndarray]
+) -> None:
+    from zhuanxie.engine import AudioInput
+
+    model = load_model(tiny_model_dir("seaco-paraformer-tiny"))
+    punctuator = Punctuator(load_punctuation_model(punc_dir))
+    calls: list[int] = []
+    original = punctuator.punctuate
+
+    def spy(texts):  # type: ignore[no-untyped-def]
+        calls.append(len(texts))
+        return original(texts)
+
+    punctuator.punctuate = spy  # type: ignore[method-assign]
+    inputs = [AudioInput(c, sample_rate=16000) for c in speech_clips[:6]]
+    engine = Engine(model, EngineOptions(vad="none"), postprocessor=PostProcessor(punctuator))
+    results = {r.index: r.transcript for r in engine.transcribe_many(inputs)}
+    plain = {
+        r.index: r.transcript
+        for r in Engine(model, EngineOptions(vad="none")).transcribe_many(inputs)
+    }
+    assert sum(calls) == len(inputs)
+    assert max(calls) > 1  # one batch of segments finishes several inputs at once
+    for index, transcript in results.items():
+        assert transcript is not None
+        assert transcript.text == original([plain[index].text])[0].text

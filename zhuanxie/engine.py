@@ -198,6 +198,8 @@ class _Done:
 
 
 _Message = _Item | _InputEnd | _InputError
+# Marks "nothing more is waiting" inside the collector's loop.
+_FLUSH = _InputError(-1, "")
 
 
 class Runner:
@@ -583,8 +585,26 @@ class _Run:
         parts: dict[int, list[_Done]] = {}
         ends: dict[int, _InputEnd] = {}
         failed: set[int] = set()  # inputs already reported; their late segments are dropped
+        ready: list[tuple[int, Transcript]] = []  # complete, waiting for post-processing
         finished, seconds = 0, 0.0
-        while (message := self.done.get()) is not None:
+        while True:
+            # Block only when nothing is ready: inputs completed in the same round are then
+            # post-processed (punctuated) together, as one batch.
+            block = not ready
+            try:
+                message = self.done.get(block=block)
+            except queue.Empty:
+                message = _FLUSH
+            if message is None or message is _FLUSH:
+                for index, transcript in self._postprocess(ready):
+                    finished += 1
+                    seconds += transcript.duration
+                    yield InputResult(index, self._name(index), transcript)
+                    self._report(finished, len(failed), seconds)
+                ready = []
+                if message is None:
+                    return
+                continue
             if isinstance(message, _Done):
                 index = message.input_index
                 if index not in failed:
@@ -605,19 +625,22 @@ class _Run:
                 continue
             del ends[index]
             done = sorted(parts.pop(index, []), key=lambda d: d.segment_index)
-            finished += 1
             errors = [d.error for d in done if d.error is not None]
             if errors:
                 failed.add(index)
+                finished += 1
                 yield InputResult(index, self._name(index), None, errors[0])
+                self._report(finished, len(failed), seconds)
             else:
-                seconds += end.duration
                 kept = tuple(d.segment for d in done if d.segment is not None)
-                transcript = assemble(kept, end.duration)
-                if self.engine.postprocessor is not None:
-                    transcript = self.engine.postprocessor.apply([transcript])[0]
-                yield InputResult(index, self._name(index), transcript)
-            self._report(finished, len(failed), seconds)
+                ready.append((index, assemble(kept, end.duration)))
+
+    def _postprocess(self, ready: list[tuple[int, Transcript]]) -> list[tuple[int, Transcript]]:
+        processor = self.engine.postprocessor
+        if processor is None or not ready:
+            return ready
+        done = processor.apply([t for _, t in ready])
+        return [(index, t) for (index, _), t in zip(ready, done, strict=True)]
 
     def _report(self, finished: int, failed: int, seconds: float) -> None:
         if self.progress is not None:
