@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def test_punctuation_marks_go_back_into_their_segments() -> None:
     assert [s.text for s in out.segments] == ["今天天气很好，", "我们去公园吧。"]
     assert out.text == "今天天气很好，我们去公园吧。"
     assert out.tokens == raw.tokens
+
+
+def test_punctuated_transcripts_carry_timed_sentences() -> None:
+    raw = transcript("今天天气很好", "我们去公园吧")
+
+    class Fixed:
+        def punctuate(self, texts):  # type: ignore[no-untyped-def]
+            from zhuanxie.punctuation import PunctuatedText
+
+            return [PunctuatedText("今天天气很好。我们去公园吧？", (), ()) for _ in texts]
+
+    out = PostProcessor(Fixed()).apply([raw])[0]  # type: ignore[arg-type]
+    assert [(s.text, s.start, s.end) for s in out.sentences] == [
+        ("今天天气很好。", 0.0, pytest.approx(0.6)),
+        ("我们去公园吧？", pytest.approx(0.6), pytest.approx(1.2)),
+    ]
 
 
 def test_a_punctuator_that_changes_the_words_leaves_the_text_alone() -> None:
@@ -101,11 +118,16 @@ def test_cli_punctuation_option(
             str(model),
             "--punc-model",
             str(punc_dir),
+            "-f",
+            "txt,json",
         ],
     )
     assert result.exit_code == 0, result.output
     text = (tmp_path / "a.txt").read_text().strip()
     assert text.endswith(("。", "？", ".", "?"))
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["sentences"]
+    assert "".join(x["text"] for x in data["sentences"]) == data["text"]
 
 
 def test_engine_and_cli_can_segment_with_fsmn_vad(

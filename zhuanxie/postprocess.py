@@ -14,6 +14,7 @@ from dataclasses import replace
 from zhuanxie.itn import InverseNormalizer
 from zhuanxie.punctuation import Punctuator
 from zhuanxie.result import Transcript
+from zhuanxie.sentences import sentences
 from zhuanxie.text import join_texts
 
 
@@ -31,7 +32,10 @@ class PostProcessor:
         if self.punctuator is not None:
             texts = [t.text for t in out]
             punctuated = self.punctuator.punctuate(texts)
-            out = [with_punctuation(t, p.text) for t, p in zip(out, punctuated, strict=True)]
+            out = [
+                with_sentences(with_punctuation(t, p.text), p.text)
+                for t, p in zip(out, punctuated, strict=True)
+            ]
         if self.itn is not None:
             out = [self._normalize(t) for t in out]
         return out
@@ -43,6 +47,15 @@ class PostProcessor:
             replace(s, text=t) for s, t in zip(transcript.segments, texts, strict=True)
         )
         return replace(transcript, segments=segments, text=join_texts([s.text for s in segments]))
+
+
+def with_sentences(transcript: Transcript, punctuated: str) -> Transcript:
+    """Add the timed sentences of ``punctuated`` (none if its words no longer match the tokens)."""
+    try:
+        found = sentences(transcript.tokens, punctuated)
+    except ValueError:
+        return transcript
+    return replace(transcript, sentences=tuple(found))
 
 
 def with_punctuation(transcript: Transcript, punctuated: str) -> Transcript:

@@ -27,6 +27,16 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Sentence:
+    """A run of tokens ending at a sentence mark, with its punctuated text (from punctuation)."""
+
+    text: str
+    start: float  # seconds: the first token's start
+    end: float  # seconds: the last token's end
+    tokens: tuple[Token, ...]
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     duration: float  # seconds of audio
@@ -34,6 +44,7 @@ class Transcript:
     language: str = "zh"
     hotwords: tuple[str, ...] = ()  # hotwords requested for this input
     hotwords_found: tuple[str, ...] = ()  # those that occur in the text
+    sentences: tuple[Sentence, ...] = ()  # when punctuation was added
 
     @property
     def tokens(self) -> tuple[Token, ...]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zhuanxie.result import Token
+from zhuanxie.result import Sentence, Token
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,6 @@ class SentenceOptions:
             raise ValueError("sentence_ends must name at least one mark")
         if self.max_duration is not None and self.max_duration <= 0:
             raise ValueError(f"max_duration must be positive, got {self.max_duration}")
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """A run of tokens ending at a sentence mark, with its punctuated text."""
-
-    text: str
-    start: float  # seconds: the first token's start
-    end: float  # seconds: the last token's end
-    tokens: tuple[Token, ...]
 
 
 def sentences(

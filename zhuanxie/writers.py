@@ -395,6 +395,10 @@ def to_json(transcript: Transcript, metadata: Mapping[str, Any]) -> str:
             }
             for s in transcript.segments
         ],
+        "sentences": [
+            {"text": x.text, "start": _seconds(x.start), "end": _seconds(x.end)}
+            for x in transcript.sentences
+        ],
         "metadata": dict(metadata),
     }
     return json.dumps(document, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
@@ -521,11 +525,22 @@ JSON_SCHEMA: dict[str, Any] = {
         "hotwords",
         "hotwords_found",
         "segments",
+        "sentences",
         "metadata",
     ],
     "additionalProperties": False,
     "properties": {
         "version": {"const": JSON_VERSION},
+        "sentences": {
+            "type": "array",
+            "description": "timed sentences; empty unless punctuation was added",
+            "items": {
+                "type": "object",
+                "required": ["text", "start", "end"],
+                "additionalProperties": False,
+                "properties": {"text": {"type": "string"}, "start": _TIME, "end": _TIME},
+            },
+        },
         "text": {"type": "string", "description": "the whole transcript"},
         "duration": {**_TIME, "description": "seconds of audio"},
         "language": {"type": "string"},
