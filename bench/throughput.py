@@ -73,67 +73,6 @@ REPO = Path(__file__).resolve().parent.parent
 # One timed pass over a list of waveforms: token ids per item (None if unknown), engine counters.
 RunFn = Callable[[list[np.ndarray]], tuple[list[list[int]] | None, dict[str, Any]]]
 
-# funasr's FSMN-VAD as published (funasr-internals §1.7): FsmnVADStreaming with an FSMN encoder,
-# WavFrontendOnline with LFR 5/1 over 80 mel bins, a 400-dim am.mvn.
-FSMN_VAD_CONFIG: dict[str, Any] = {
-    "model": "FsmnVADStreaming",
-    "model_conf": {
-        "sample_rate": 16000,
-        "detect_mode": 1,
-        "snr_mode": 0,
-        "max_end_silence_time": 800,
-        "max_start_silence_time": 3000,
-        "do_start_point_detection": True,
-        "do_end_point_detection": True,
-        "window_size_ms": 200,
-        "sil_to_speech_time_thres": 150,
-        "speech_to_sil_time_thres": 150,
-        "speech_2_noise_ratio": 1.0,
-        "do_extend": 1,
-        "lookback_time_start_point": 200,
-        "lookahead_time_end_point": 100,
-        "max_single_segment_time": 60000,
-        "snr_thres": -100.0,
-        "noise_frame_num_used_for_snr": 100,
-        "decibel_thres": -100.0,
-        "speech_noise_thres": 0.6,
-        "fe_prior_thres": 0.0001,
-        "silence_pdf_num": 1,
-        "sil_pdf_ids": [0],
-        "speech_noise_thresh_low": -0.1,
-        "speech_noise_thresh_high": 0.3,
-        "output_frame_probs": False,
-        "frame_in_ms": 10,
-        "frame_length_ms": 25,
-    },
-    "encoder": "FSMN",
-    "encoder_conf": {
-        "input_dim": 400,
-        "input_affine_dim": 140,
-        "fsmn_layers": 4,
-        "linear_dim": 250,
-        "proj_dim": 128,
-        "lorder": 20,
-        "rorder": 0,
-        "lstride": 1,
-        "rstride": 0,
-        "output_affine_dim": 140,
-        "output_dim": 248,
-    },
-    "frontend": "WavFrontendOnline",
-    "frontend_conf": {
-        "fs": 16000,
-        "window": "hamming",
-        "n_mels": 80,
-        "frame_length": 25,
-        "frame_shift": 10,
-        "dither": 0.0,
-        "lfr_m": 5,
-        "lfr_n": 1,
-    },
-}
-
-
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
 
@@ -278,33 +217,17 @@ def ensure_model(cache: Path, arch: str, seed: int) -> Path:
 
 
 def ensure_fsmn_vad(cache: Path, seed: int) -> Path:
-    """A random-weight FSMN-VAD directory that funasr's AutoModel loads like the published one."""
-    target = cache / f"fsmn-vad-seed{seed}"
+    """A random-weight FSMN-VAD in the published layout (``generator.write_random_fsmn_vad``:
+    calibrated so that it responds to energy like a trained one), which funasr loads as is."""
+    target = cache / f"fsmn-vad-calibrated-seed{seed}"
     if (target / "model.pt").exists():
         return target
-    import torch
-    import yaml
+    from zhuanxie.generator import write_random_fsmn_vad
 
-    from zhuanxie.frontend import Cmvn, write_cmvn
-    from zhuanxie.generator import random_cmvn
-
-    tmp = cache / f".fsmn-vad-seed{seed}.partial"
+    tmp = cache / f".fsmn-vad-calibrated-seed{seed}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (tmp / "config.yaml").write_text(yaml.safe_dump(FSMN_VAD_CONFIG, sort_keys=False))
-    # The generator's CMVN repeats 80 mel bins across LFR frames; 5 of them make the VAD's 400.
-    cmvn = random_cmvn(seed)
-    dim = FSMN_VAD_CONFIG["encoder_conf"]["input_dim"]
-    write_cmvn(tmp / "am.mvn", Cmvn(shift=cmvn.shift[:dim].clone(), scale=cmvn.scale[:dim].clone()))
-    with quiet():
-        from funasr.register import tables
-
-        model_class = tables.model_classes.get(FSMN_VAD_CONFIG["model"])
-        kwargs = {**FSMN_VAD_CONFIG["model_conf"], **FSMN_VAD_CONFIG}
-        torch.manual_seed(seed)
-        model = model_class(**kwargs)
-    torch.save(model.state_dict(), tmp / "model.pt")
+    write_random_fsmn_vad(tmp, seed=seed)
     tmp.rename(target)
     return target
 
