@@ -30,6 +30,14 @@ jobs_app = typer.Typer(help="Resumable batch jobs.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
 
+# Resident memory after loading each configuration, float32, published sizes; measured as
+# described in docs/benchmarks.md ("Memory by configuration").
+MEMORY_BY_CONFIGURATION = (
+    ("ASR only (SeACo-large)", "1.2 GiB"),
+    ("+ punctuation zh", "1.5 GiB"),
+    ("+ punctuation zh-en", "2.4 GiB"),
+    ("full (+ FSMN-VAD, ITN)", "2.4 GiB"),
+)
 USAGE_ERROR = 2
 SOME_FAILED = 1
 DEFAULT_MODEL = "seaco-paraformer-large"
@@ -613,6 +621,8 @@ def info() -> None:
     else:
         table.add_row("gpu", "none (CUDA not available)")
     table.add_row("model cache", str(models_dir()))
+    for name, memory in MEMORY_BY_CONFIGURATION:
+        table.add_row(f"memory: {name}", memory)
     Console().print(table)
 
 
