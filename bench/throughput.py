@@ -694,7 +694,7 @@ class QuietGate:
             attempts.append(result)
             if result["disturbance"] <= self.threshold or not result.get("available", True):
                 break
-            log(f"  {label}: other processes used {result['disturbance']:.2f} cores; again")
+            log(f"  {label}: other processes used {result['disturbance']:.2f} cores")
         best = min(attempts, key=lambda r: r["disturbance"])
         best["attempt_disturbances"] = [r["disturbance"] for r in attempts]
         return best
@@ -740,6 +740,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--quiet-wait", type=float, default=120.0, help="most seconds to wait for quiet per child"
     )
     parser.add_argument("--retries", type=int, default=1, help="re-runs of a disturbed child")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the measurements an interrupted run with the same settings left in OUT's "
+        ".partial.jsonl",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -813,6 +819,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="zhuanxie-bench-"))
     base = {"threads": args.threads, "clips": [str(p) for p in clip_paths], "order": order}
     gate = QuietGate(args.quiet_threshold, args.quiet_wait, args.retries)
+    journal = Journal(args.out.with_suffix(".partial.jsonl"), settings=report["settings"])
+    if not args.resume:
+        journal.clear()
+    elif journal.done:
+        log(f"resuming: {len(journal.done)} measurements already in {journal.path}")
     try:
         peaks = [gate.run({**base, "task": "peak"}, workdir, "peak-start")]
         log(f"matmul peak: {peak_text(peaks[0])}")
@@ -844,6 +855,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args,
             workdir,
             gate,
+            journal,
         )
         peaks.append(gate.run({**base, "task": "peak"}, workdir, "peak-end"))
         log(f"matmul peak at the end: {peak_text(peaks[1])}")
@@ -861,6 +873,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print(render(report))
     log(f"wrote {args.out}")
+
+
+class Journal:
+    """Finished measurements, one JSON line each, so an interrupted run can resume (--resume).
+
+    Lines written under different settings are ignored.
+    """
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.settings = settings
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                entry = json.loads(line)
+                if entry["settings"] == settings:
+                    self.done[entry["label"]] = entry["result"]
+
+    def clear(self) -> None:
+        self.done = {}
+        self.path.unlink(missing_ok=True)
+
+    def add(self, label: str, result: dict[str, Any]) -> None:
+        self.done[label] = result
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"label": label, "settings": self.settings, "result": result}
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
 
 
 def peak_text(peak: dict[str, Any]) -> str:
@@ -912,6 +952,7 @@ def run_alternating(
     args: argparse.Namespace,
     workdir: Path,
     gate: QuietGate,
+    journal: Journal,
 ) -> list[dict[str, Any]]:
     """Every (repeat, arch, workload): ours fp32, funasr, then our other dtypes, in turn."""
     systems = [("ours", variants[0]), ("funasr", "float32")] + [("ours", v) for v in variants[1:]]
@@ -938,9 +979,13 @@ def run_alternating(
                     if workload == "long":
                         spec.update(long_spec)
                     label = f"r{repeat}-{arch}-{workload}-{system}-{dtype}"
-                    result = gate.run(spec, workdir, label)
-                    result.update(repeat=repeat, arch=arch, workload=workload, system=system)
-                    result["dtype"] = dtype
+                    if label in journal.done:
+                        result = journal.done[label]
+                    else:
+                        result = gate.run(spec, workdir, label)
+                        result.update(repeat=repeat, arch=arch, workload=workload, system=system)
+                        result["dtype"] = dtype
+                        journal.add(label, result)
                     runs.append(result)
                     if not result.get("available", True):
                         unavailable.add(dtype)
