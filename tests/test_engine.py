@@ -94,6 +94,16 @@ def test_unsegmented_short_input_equals_the_recognizer(model, clips: list[Path])
         assert result.transcript.text == recognizer.transcribe(wave).text
 
 
+def test_an_input_can_skip_the_vad(model, speech_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(model, EngineOptions(vad="silero", vad_options=VadOptions(max_segment_s=30)))
+    inputs = [AudioInput(speech_files[0], vad=False), speech_files[0]]
+    whole, split = (r.transcript for r in by_index(list(engine.transcribe_many(inputs))))
+    assert whole is not None
+    assert split is not None
+    assert [(s.start, s.end) for s in whole.segments] == [(0.0, whole.segments[0].end)]
+    assert len(split.segments) > 1
+
+
 def test_segments_of_different_inputs_share_batches(model, speech_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
     engine = Engine(model, EngineOptions(vad="silero", decode_workers=2))
     results = list(engine.transcribe_many(speech_files))

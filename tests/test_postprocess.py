@@ -58,6 +58,25 @@ def test_punctuated_transcripts_carry_timed_sentences() -> None:
     ]
 
 
+def test_transcripts_can_opt_out_of_punctuation_and_itn() -> None:
+    pytest.importorskip("wetext")
+    from zhuanxie.itn import InverseNormalizer
+    from zhuanxie.punctuation import PunctuatedText
+
+    seen: list[list[str]] = []
+
+    class Fixed:
+        def punctuate(self, texts):  # type: ignore[no-untyped-def]
+            seen.append(list(texts))
+            return [PunctuatedText(t + "。", (), ()) for t in texts]
+
+    raws = [transcript("百分之十五"), transcript("百分之二十"), transcript("百分之三十")]
+    processor = PostProcessor(Fixed(), InverseNormalizer())  # type: ignore[arg-type]
+    out = processor.apply(raws, punctuate=[True, False, True], normalize=[False, True, True])
+    assert seen == [["百分之十五", "百分之三十"]]  # one batch, without the one that opted out
+    assert [t.text for t in out] == ["百分之十五。", "20%", "30%。"]
+
+
 def test_a_punctuator_that_changes_the_words_leaves_the_text_alone() -> None:
     raw = transcript("你好世界")
     assert with_punctuation(raw, "您好，世界。") == raw

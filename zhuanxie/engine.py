@@ -109,6 +109,17 @@ class AudioInput:
     """Decode one channel (0-based) instead of mixing all channels down."""
     name: str | None = None
     """How results and errors refer to this input; defaults to the path."""
+    vad: bool = True
+    """False: the input is one utterance (or already cut), so it skips the VAD and passes
+    through whole (cut at quiet points only if longer than the maximum segment length)."""
+    punctuation: bool = True
+    """Punctuate this input, when the engine has a punctuation model."""
+    itn: bool = True
+    """Normalise this input's numbers and dates, when the engine has ITN."""
+    priority: int = 0
+    """Higher runs first: its decoding skips the queue of waiting inputs and its segments are
+    batched before any of lower priority (0: bulk work; the server uses 1 for interactive
+    requests and 2 for live streams)."""
 
     @property
     def label(self) -> str:
@@ -172,6 +183,7 @@ class _Item:
     features: Any  # the backend's model input, on the CPU
     frames: int  # its cost in the batch budget (60 ms frames)
     hotwords: tuple[str, ...]
+    priority: int
 
 
 @dataclass(frozen=True)
@@ -342,9 +354,13 @@ class Engine:
         ``inputs`` is read lazily, so it may be a generator over millions of files.
         Closing the iterator early stops every worker.
         """
-        run = _Run(self, progress)
+        run = Run(self, progress)
+        run.start()
+        feeder = threading.Thread(target=run.feed, args=(inputs,), daemon=True)
+        feeder.start()
+        run.threads.append(feeder)
         try:
-            yield from run.results(inputs)
+            yield from run.results()
         finally:
             run.stop()
 
@@ -359,7 +375,7 @@ class Engine:
             return self.vad.segments(
                 chunks, replace(self.vad.options, max_single_segment_ms=round(limit * 1000))
             )
-        if self.vad is None:
+        if self.vad is None or not spec.vad:
             return fixed_segments(chunks, limit)
         return self.vad.segments(chunks, self.options.vad_options)
 
@@ -417,22 +433,38 @@ def peak_memory(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class _Run:
-    """One ``transcribe_many`` call: its threads, queues and bookkeeping."""
+class Run:
+    """The threads, queues and bookkeeping behind ``transcribe_many`` (one call) or a
+    ``Service`` (for as long as it lives).
 
-    def __init__(self, engine: Engine, progress: Callable[[Progress], None] | None) -> None:
+    Inputs of priority > 0 travel in their own lanes: an unbounded queue that decode workers
+    check first, and an unbounded segment queue the scheduler reads even when its pool is full.
+    Callers bound them by admitting only so much urgent work (the service does).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        progress: Callable[[Progress], None] | None = None,
+        *,
+        urgent_workers: int = 0,
+    ) -> None:
         self.engine = engine
         self.progress = progress
         options = engine.options
+        self.urgent_workers = urgent_workers
         self.stop_event = threading.Event()
-        # None marks the end of a queue's stream.
-        self.pending: queue.Queue[tuple[int, AudioInput] | None] = queue.Queue(
+        self.feed_done = threading.Event()  # no more inputs will be added
+        self.pending: queue.Queue[tuple[int, AudioInput]] = queue.Queue(
             maxsize=options.decode_workers * 2
         )
+        self.urgent: queue.Queue[tuple[int, AudioInput]] = queue.Queue()
         self.messages: queue.Queue[_Message] = queue.Queue(maxsize=options.queue_segments)
+        self.urgent_messages: queue.Queue[_Message] = queue.Queue()
         self.done: queue.Queue[_Done | _InputEnd | _InputError | None] = queue.Queue()
         self.batches: queue.Queue[list[_Item] | None] = queue.Queue()
-        self.names: dict[int, str] = {}
+        self.specs: dict[int, AudioInput] = {}  # inputs added and not yet reported
+        self.cancelled: set[int] = set()
         # Runners in use; the scheduler hands out a batch only while one is free, so segments
         # keep pooling (into larger, better-sorted batches) while every device is busy.
         self.busy = 0
@@ -441,14 +473,39 @@ class _Run:
         self.free = threading.Event()
         self.free.set()
         self.threads: list[threading.Thread] = []
+        self.workers: list[threading.Thread] = []
         self.started = time.perf_counter()
 
-    def results(self, inputs: Iterable[Source | AudioInput]) -> Iterator[InputResult]:
-        feeder = self._spawn(self._feed, inputs)
-        workers = [self._spawn(self._work) for _ in range(self.engine.options.decode_workers)]
+    def start(self) -> None:
+        count = self.engine.options.decode_workers
+        self.workers = [self._spawn(self._work, False) for _ in range(count)]
+        self.workers += [self._spawn(self._work, True) for _ in range(self.urgent_workers)]
         for runner in self.engine.runners:
             self._spawn(self._run_batches, runner)
-        self._spawn(self._schedule, workers, feeder)
+        self._spawn(self._schedule)
+
+    def feed(self, inputs: Iterable[Source | AudioInput]) -> None:
+        """Add every input, then mark the end of the inputs."""
+        for index, source in enumerate(inputs):
+            spec = source if isinstance(source, AudioInput) else AudioInput(source)
+            if not self.add(index, spec):
+                return
+        self.feed_done.set()
+
+    def add(self, index: int, spec: AudioInput) -> bool:
+        """Queue one input (blocks while the bulk lane is full); False if the run stopped."""
+        self.specs[index] = spec
+        if spec.priority > 0:
+            self.urgent.put((index, spec))
+            return True
+        return self._put(self.pending, (index, spec))
+
+    def cancel(self, index: int) -> None:
+        """Stop work on an input; it is reported as failed with the error "cancelled"."""
+        self.cancelled.add(index)
+        self.done.put(_InputError(index, "cancelled"))
+
+    def results(self) -> Iterator[InputResult]:
         yield from self._collect()
 
     def stop(self) -> None:
@@ -472,34 +529,34 @@ class _Run:
                 continue
         return False
 
-    def _feed(self, inputs: Iterable[Source | AudioInput]) -> None:
-        for index, source in enumerate(inputs):
-            spec = source if isinstance(source, AudioInput) else AudioInput(source)
-            self.names[index] = spec.label
-            if not self._put(self.pending, (index, spec)):
-                return
-        for _ in range(self.engine.options.decode_workers):
-            self._put(self.pending, None)
-
-    def _work(self) -> None:
+    def _work(self, urgent_only: bool) -> None:
         while not self.stop_event.is_set():
+            # Read the end mark before the queues: an input added before it is then seen.
+            ending = self.feed_done.is_set()
             try:
-                job = self.pending.get(timeout=0.1)
+                job = self.urgent.get_nowait()
             except queue.Empty:
-                continue
-            if job is None:
-                return
+                try:
+                    lane = self.urgent if urgent_only else self.pending
+                    job = lane.get(timeout=0.05)
+                except queue.Empty:
+                    if ending and self.urgent.empty() and self.pending.empty():
+                        return
+                    continue
             self._segment(*job)
 
     def _segment(self, index: int, spec: AudioInput) -> None:
         engine = self.engine
         count, counter = 0, SampleCounter()
+        messages = self.urgent_messages if spec.priority > 0 else self.messages
         try:
             hotwords = normalize_hotwords(spec.hotwords)
             if hotwords and not engine.backend.supports_hotwords:
                 raise ValueError(f"hotwords are not supported by {engine.backend.name}")
             backend = engine.backend
             for segment in engine.segments(spec, counter):
+                if index in self.cancelled:
+                    break  # the end message below tells the collector this worker is done
                 features = backend.features(segment.audio)
                 frames = backend.frames(features)
                 if frames == 0:  # too short for one analysis frame
@@ -512,48 +569,61 @@ class _Run:
                     features,
                     frames,
                     hotwords,
+                    spec.priority,
                 )
-                if not self._put(self.messages, item):
+                if not self._put(messages, item):
                     return
                 count += 1
         # An input can fail in any library on the way (decoder, resampler, VAD); whatever the
         # cause, it becomes that input's error and the run goes on.
         except (AudioError, ValueError) as e:  # the input's own problem, already explained
-            self._put(self.messages, _InputError(index, str(e)))
+            self._put(messages, _InputError(index, str(e)))
             return
         except Exception as e:
             log.exception("input %s failed", spec.label)
-            self._put(self.messages, _InputError(index, f"{type(e).__name__}: {e}"))
+            self._put(messages, _InputError(index, f"{type(e).__name__}: {e}"))
             return
-        self._put(self.messages, _InputEnd(index, count, counter.samples / SAMPLE_RATE))
+        self._put(messages, _InputEnd(index, count, counter.samples / SAMPLE_RATE))
 
-    def _schedule(self, workers: list[threading.Thread], feeder: threading.Thread) -> None:
-        """Pool segments from every input; hand a runner the next batch when one is free."""
+    def _schedule(self) -> None:
+        """Pool segments from every input; hand a runner the next batch when one is free.
+
+        The most urgent segments in the pool are batched first, and at once: interactive work
+        does not wait for a fuller batch.
+        """
         engine = self.engine
         cap = engine.options.queue_segments
         pool: list[_Item] = []
         while not self.stop_event.is_set():
             message: _Message | None = None
-            if len(pool) < cap:  # a full pool stops reading, so the workers block
+            with contextlib.suppress(queue.Empty):
+                message = self.urgent_messages.get_nowait()
+            if message is None and len(pool) < cap:  # a full pool stops reading bulk work
                 with contextlib.suppress(queue.Empty):
                     message = self.messages.get(timeout=POOL_WAIT_S)
-            else:
+            elif message is None:
                 self.free.wait(timeout=POOL_WAIT_S)
             if isinstance(message, _Item):
                 pool.append(message)
             elif message is not None:
                 self.done.put(message)
-            engine.stats.queue_depth = self.messages.qsize() + len(pool)
-            finished = not feeder.is_alive() and not any(w.is_alive() for w in workers)
-            drained = finished and self.messages.empty()
-            if self.free.is_set():
+            if self.cancelled:
+                pool = [it for it in pool if it.input_index not in self.cancelled]
+            engine.stats.queue_depth = (
+                self.messages.qsize() + self.urgent_messages.qsize() + len(pool)
+            )
+            finished = self.feed_done.is_set() and not any(w.is_alive() for w in self.workers)
+            drained = finished and self.messages.empty() and self.urgent_messages.empty()
+            if self.free.is_set() and pool:
+                top = max(it.priority for it in pool)
+                candidates = [i for i, it in enumerate(pool) if it.priority == top]
                 idle = message is None  # nothing arrived for a while: don't hold segments back
-                lengths = [it.frames for it in pool]
-                flush = idle or drained or len(pool) >= cap
+                flush = top > 0 or idle or drained or len(pool) >= cap
+                lengths = [pool[i].frames for i in candidates]
                 chosen = next_batch(lengths, engine.budget, flush=flush)
                 if chosen is not None:
-                    keep = set(chosen)
-                    self._dispatch([pool[i] for i in chosen])
+                    keep = {candidates[i] for i in chosen}
+                    self._dispatch([pool[i] for i in sorted(keep)])
                     pool = [it for i, it in enumerate(pool) if i not in keep]
             if drained and not pool:
                 break
@@ -584,7 +654,7 @@ class _Run:
     def _collect(self) -> Iterator[InputResult]:
         parts: dict[int, list[_Done]] = {}
         ends: dict[int, _InputEnd] = {}
-        failed: set[int] = set()  # inputs already reported; their late segments are dropped
+        failed: set[int] = set()  # inputs already reported; their late messages are dropped
         ready: list[tuple[int, Transcript]] = []  # complete, waiting for post-processing
         finished, seconds = 0, 0.0
         while True:
@@ -605,21 +675,23 @@ class _Run:
                 if message is None:
                     return
                 continue
+            index = message.input_index
+            if index in failed:
+                if not isinstance(message, _Done):  # a cancelled input's worker has finished
+                    self.cancelled.discard(index)
+                continue
             if isinstance(message, _Done):
-                index = message.input_index
-                if index not in failed:
-                    parts.setdefault(index, []).append(message)
+                parts.setdefault(index, []).append(message)
+            elif isinstance(message, _InputEnd):
+                ends[index] = message
             else:
-                index = message.input_index
-                if isinstance(message, _InputEnd):
-                    ends[index] = message
-                else:
-                    failed.add(index)
-                    parts.pop(index, None)
-                    finished += 1
-                    yield InputResult(index, self._name(index), None, message.error)
-                    self._report(finished, len(failed), seconds)
-                    continue
+                failed.add(index)
+                parts.pop(index, None)
+                ends.pop(index, None)
+                finished += 1
+                yield InputResult(index, self._name(index), None, message.error)
+                self._report(finished, len(failed), seconds)
+                continue
             end = ends.get(index)
             if end is None or len(parts.get(index, [])) < end.segments:
                 continue
@@ -639,7 +711,12 @@ class _Run:
         processor = self.engine.postprocessor
         if processor is None or not ready:
             return ready
-        done = processor.apply([t for _, t in ready])
+        specs = [self.specs[index] for index, _ in ready]
+        done = processor.apply(
+            [t for _, t in ready],
+            punctuate=[s.punctuation for s in specs],
+            normalize=[s.itn for s in specs],
+        )
         return [(index, t) for (index, _), t in zip(ready, done, strict=True)]
 
     def _report(self, finished: int, failed: int, seconds: float) -> None:
@@ -648,7 +725,9 @@ class _Run:
             self.progress(Progress(finished, failed, seconds, elapsed))
 
     def _name(self, index: int) -> str:
-        return self.names.get(index, str(index))
+        """The input's name; its bookkeeping ends here, as it is reported."""
+        spec = self.specs.pop(index, None)
+        return spec.label if spec is not None else str(index)
 
 
 def assemble(segments: tuple[Segment, ...], duration: float) -> Transcript:

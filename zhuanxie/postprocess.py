@@ -27,17 +27,24 @@ class PostProcessor:
         self.punctuator = punctuator
         self.itn = itn
 
-    def apply(self, transcripts: Sequence[Transcript]) -> list[Transcript]:
+    def apply(
+        self,
+        transcripts: Sequence[Transcript],
+        punctuate: Sequence[bool] | None = None,
+        normalize: Sequence[bool] | None = None,
+    ) -> list[Transcript]:
+        """Post-process the transcripts; ``punctuate`` and ``normalize`` (one flag per
+        transcript, default all) leave out the ones that asked for less."""
         out = list(transcripts)
-        if self.punctuator is not None:
-            texts = [t.text for t in out]
-            punctuated = self.punctuator.punctuate(texts)
-            out = [
-                with_sentences(with_punctuation(t, p.text), p.text)
-                for t, p in zip(out, punctuated, strict=True)
-            ]
+        punctuate = [True] * len(out) if punctuate is None else punctuate
+        normalize = [True] * len(out) if normalize is None else normalize
+        chosen = [i for i, wanted in enumerate(punctuate) if wanted]
+        if self.punctuator is not None and chosen:
+            punctuated = self.punctuator.punctuate([out[i].text for i in chosen])
+            for i, p in zip(chosen, punctuated, strict=True):
+                out[i] = with_sentences(with_punctuation(out[i], p.text), p.text)
         if self.itn is not None:
-            out = [self._normalize(t) for t in out]
+            out = [self._normalize(t) if n else t for t, n in zip(out, normalize, strict=True)]
         return out
 
     def _normalize(self, transcript: Transcript) -> Transcript:
