@@ -583,6 +583,93 @@ def jobs_show(
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface (0.0.0.0: all).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Model name or directory; repeat to serve several (first: default)."),
+    ] = None,
+    punc_model: Annotated[
+        str | None, typer.Option(help="CT-Transformer punctuation model (name or directory).")
+    ] = None,
+    itn: Annotated[bool | None, typer.Option("--itn/--no-itn", help="Load ITN.")] = None,
+    vad: Annotated[bool | None, typer.Option("--vad/--no-vad", help="Split at pauses.")] = None,
+    vad_model: Annotated[str | None, typer.Option(help="FSMN-VAD model instead of Silero.")] = None,
+    max_segment: Annotated[float | None, typer.Option(help="Longest segment, seconds.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda:0, or cuda:0,cuda:1.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16, int8.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the model.")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(help="Largest upload (MiB).")] = None,
+    max_audio_seconds: Annotated[float | None, typer.Option(help="Longest audio (s).")] = None,
+    max_interactive: Annotated[
+        int | None, typer.Option(help="Interactive requests admitted at once; more get 429.")
+    ] = None,
+    request_timeout: Annotated[float | None, typer.Option(help="Seconds per request.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (or ZHUANXIE_API_KEY).")
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Browser origin allowed to call the API; repeatable.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Jobs and temporary uploads.")] = None,
+    allowed_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="Folder whose files jobs may read by path; repeatable."),
+    ] = None,
+    ui: Annotated[
+        bool | None, typer.Option("--ui/--no-ui", help="Mount the Web UI at /ui.")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+) -> None:
+    """Run the HTTP server: OpenAI-compatible API, batch jobs, metrics and the Web UI.
+
+    Every option can also be set as ZHUANXIE_<OPTION> in the environment (lists comma-separated);
+    options given here win.
+    """
+    import uvicorn
+    from pydantic import ValidationError
+
+    from zhuanxie.logs import configure_logging
+    from zhuanxie.server import create_app
+    from zhuanxie.settings import ServerSettings
+
+    given: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "models": model or None,
+        "punc_model": punc_model,
+        "itn": itn,
+        "vad": vad,
+        "vad_model": vad_model,
+        "max_segment": max_segment,
+        "device": device,
+        "dtype": dtype,
+        "threads": threads,
+        "max_upload_mb": max_upload_mb,
+        "max_audio_seconds": max_audio_seconds,
+        "max_interactive": max_interactive,
+        "request_timeout": request_timeout,
+        "api_key": api_key,
+        "cors_origins": cors_origin or None,
+        "data_dir": data_dir,
+        "allowed_roots": allowed_root or None,
+        "ui": ui,
+        "log_level": log_level,
+    }
+    try:
+        settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise fail(f"invalid server settings: {problems}") from e
+    configure_logging(settings.log_level)
+    application = create_app(settings)
+    uvicorn.run(
+        application, host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+
+
+@app.command()
 def info() -> None:
     """Versions, devices, free memory, threads and the model cache."""
     import platform

@@ -3,7 +3,8 @@
 Input is an iterable of float32 mono 16 kHz chunks of any sizes (what `zhuanxie.audio` yields);
 output is an iterator of `SpeechSegment`s, each given in samples on the input's timeline together
 with its audio, produced while the input is still being read. Memory stays bounded whatever the
-input length: a few chunks plus one segment (`max_segment_s`) of audio at most are held.
+input length: a few chunks plus one segment (`max_segment_s`) of audio at most are held. Live audio
+is pushed instead (`SileroVad.stream` -> `VadStream`), which also shows the segment still open.
 
 How the model runs. Silero VAD (v5/v6, the weights inside the `silero-vad` wheel) decides once per
 512-sample window (32 ms) from that window plus the 64 samples before it, and carries an LSTM state
@@ -190,13 +191,14 @@ class SileroVad:
         self, chunks: Iterable[Samples], options: VadOptions | None = None
     ) -> Iterator[SpeechSegment]:
         """Speech segments of one stream, in order, each yielded as soon as it is final."""
-        framer, state = _Framer(), _SequenceState()
-        segmenter = _Segmenter(options or VadOptions())
+        stream = self.stream(options)
         for piece in _checked_pieces(chunks):
-            segmenter.add_audio(piece)
-            yield from segmenter.add_probabilities(self._run_sequence(framer.push(piece), state))
-        yield from segmenter.add_probabilities(self._run_sequence(framer.flush(), state))
-        yield from segmenter.finish()
+            yield from stream._push_piece(piece)
+        yield from stream.finish()
+
+    def stream(self, options: VadOptions | None = None) -> VadStream:
+        """A push-style VAD for live audio: feed pieces as they arrive (see `VadStream`)."""
+        return VadStream(self, options)
 
     def segments_many(
         self,
@@ -259,6 +261,73 @@ class SileroVad:
         return probs.T
 
 
+class VadStream:
+    """Silero VAD over live audio, pushed piece by piece (any sizes).
+
+    `push` returns the segments that became final with that audio; between pushes, `open_start`
+    and `open_audio` show the segment still open (speech heard, its end not yet confirmed), which
+    is what a live recogniser decodes for interim text. Segments equal what `SileroVad.segments`
+    gives for the same audio in one piece. One stream is used from one thread at a time; streams
+    of the same `SileroVad` may run on different threads.
+    """
+
+    def __init__(self, vad: SileroVad, options: VadOptions | None = None) -> None:
+        self._vad = vad
+        self._framer, self._state = _Framer(), _SequenceState()
+        self._segmenter = _Segmenter(options or VadOptions())
+        self._received = 0
+        self._finished = False
+
+    @property
+    def received(self) -> int:
+        """Samples pushed so far."""
+        return self._received
+
+    @property
+    def open_start(self) -> int | None:
+        """First sample of the open segment (padding included), or None in silence."""
+        return self._segmenter.open_start
+
+    @property
+    def speech_start(self) -> int | None:
+        """Where the open speech region was first heard (before padding), or None in silence."""
+        return self._segmenter.speech_start
+
+    def open_audio(self) -> Samples:
+        """The open segment's samples received so far, [open_start, received); empty in silence."""
+        start = self.open_start
+        if start is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._segmenter.take(start, self._received)
+
+    def push(self, samples: Samples) -> list[SpeechSegment]:
+        """Add audio (float, mono, 16 kHz); the segments that this audio closed, in order."""
+        if self._finished:
+            raise RuntimeError("this VAD stream has finished; start a new one")
+        found = []
+        for piece in _checked_pieces([samples], self._received):
+            found += self._push_piece(piece)
+        return found
+
+    def finish(self) -> list[SpeechSegment]:
+        """End of the audio: decide the last partial window and close the open segment."""
+        if self._finished:
+            return []
+        self._finished = True
+        segmenter = self._segmenter
+        found = segmenter.add_probabilities(
+            self._vad._run_sequence(self._framer.flush(), self._state)
+        )
+        return found + segmenter.finish()
+
+    def _push_piece(self, piece: Samples) -> list[SpeechSegment]:
+        """One checked piece (at most BLOCK samples)."""
+        self._received += len(piece)
+        self._segmenter.add_audio(piece)
+        probs = self._vad._run_sequence(self._framer.push(piece), self._state)
+        return self._segmenter.add_probabilities(probs)
+
+
 def _model_path(name: str) -> Path:
     """Path of one ONNX file inside the installed silero-vad wheel, found without importing it."""
     try:
@@ -275,9 +344,11 @@ def _model_path(name: str) -> Path:
     )
 
 
-def _checked_pieces(chunks: Iterable[Samples]) -> Iterator[Samples]:
-    """The chunks as float32 pieces of at most BLOCK samples, each checked to be mono and finite."""
-    offset = 0
+def _checked_pieces(chunks: Iterable[Samples], offset: int = 0) -> Iterator[Samples]:
+    """The chunks as float32 pieces of at most BLOCK samples, each checked to be mono and finite.
+
+    offset: the stream position of the first chunk, for error messages.
+    """
     for chunk in chunks:
         audio = np.asarray(chunk)
         if audio.ndim != 1:
@@ -383,6 +454,19 @@ class _Segmenter:
         self._segment_start = 0  # where the open region's next segment begins (padded, or a split)
         self._was_split = False
         self._silence_start: int | None = None  # Silero's temp_end: where the current silence began
+
+    @property
+    def open_start(self) -> int | None:
+        """Where the open segment begins (padded, or at a split), or None in silence."""
+        return None if self._speech_start is None else self._segment_start
+
+    @property
+    def speech_start(self) -> int | None:
+        return self._speech_start
+
+    def take(self, start: int, end: int) -> Samples:
+        """Held audio [start, end) (see `_Tape.take`)."""
+        return self._audio.take(start, end)
 
     def add_audio(self, samples: Samples) -> None:
         self._audio.append(samples)
