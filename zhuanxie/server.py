@@ -13,6 +13,7 @@ and closes them at shutdown, after stopping the batch jobs (which stay resumable
 
 from __future__ import annotations
 
+import importlib
 import logging
 import secrets
 import shutil
@@ -296,7 +297,8 @@ def mount_ui(app: FastAPI, state: AppState) -> None:
     try:
         import gradio
 
-        from zhuanxie import webui
+        # Imported by name: the UI is optional, and its module may be absent from an install.
+        webui = importlib.import_module("zhuanxie.webui")
     except ImportError as e:
         log.warning("the Web UI is not mounted: %s", e)
         return
