@@ -32,7 +32,7 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     """Interface to listen on (0.0.0.0: every interface)."""
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
     models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_MODEL])
     """Models to serve (known names or directories); the first answers requests that name
     none of them. Each gets its own engine on every device of ``device``."""
@@ -43,29 +43,29 @@ class ServerSettings(BaseSettings):
     vad: bool = True
     """Split inputs at pauses (Silero VAD, or FSMN-VAD with ``vad_model``)."""
     vad_model: str | None = None
-    max_segment: float = Field(20.0, gt=0)
+    max_segment: float = Field(default=20.0, gt=0)
     """Longest segment handed to the model, in seconds."""
     device: str = "cpu"
     """cpu, cuda, cuda:0, or several devices: cuda:0,cuda:1 (one runner each)."""
     dtype: str = "float32"
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(default=None, ge=1)
     """CPU threads for the model (default: all cores)."""
 
-    max_upload_mb: float = Field(100.0, gt=0)
+    max_upload_mb: float = Field(default=100.0, gt=0)
     """Largest uploaded file (MiB); bigger uploads are refused with 413 while streaming."""
-    max_job_upload_mb: float = Field(2048.0, gt=0)
+    max_job_upload_mb: float = Field(default=2048.0, gt=0)
     """Largest request creating a batch job from uploads (MiB, all files together)."""
-    max_audio_seconds: float = Field(4 * 3600.0, gt=0)
+    max_audio_seconds: float = Field(default=4 * 3600.0, gt=0)
     """Longest audio accepted, per file."""
-    max_job_files: int = Field(10_000, ge=1)
+    max_job_files: int = Field(default=10_000, ge=1)
     """Most files in one batch job."""
-    max_interactive: int = Field(32, ge=1)
+    max_interactive: int = Field(default=32, ge=1)
     """Interactive requests admitted at once (queued or running); more get 429."""
-    max_bulk: int = Field(100_000, ge=1)
+    max_bulk: int = Field(default=100_000, ge=1)
     """Batch-job files admitted to the engine at once."""
-    job_concurrency: int = Field(64, ge=1)
+    job_concurrency: int = Field(default=64, ge=1)
     """Files of one job handed to the engine at a time (jobs share the engine in turn)."""
-    request_timeout: float = Field(600.0, gt=0)
+    request_timeout: float = Field(default=600.0, gt=0)
     """Seconds an interactive request may take; then 504 and its work is cancelled."""
 
     api_key: SecretStr | None = None
