@@ -120,6 +120,17 @@ def transcribe(
     jsonl: Annotated[
         bool, typer.Option(help="Print one JSON line per input (for scripts).")
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            help="Run on Ray (RAY_ADDRESS, or a new local Ray); needs -o. Also takes "
+            "JSONL/Parquet manifests (id, path or uri, hotwords). -q prints plain progress lines."
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="The Ray cluster: auto, HOST:PORT or ray://HOST:10001 (implies --ray)."),
+    ] = None,
 ) -> None:
     """Transcribe audio and video files into text and subtitles."""
     from zhuanxie.inputs import expand_inputs
@@ -132,11 +143,6 @@ def transcribe(
             f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}"
         )
     phrases = read_hotwords(hotwords, hotwords_file)
-    expansion = expand_inputs(paths)
-    for problem in expansion.problems:
-        err.print(f"[yellow]skipped:[/yellow] {problem}", highlight=False)
-    if not expansion.files:
-        raise fail("no input files found")
     options: dict[str, Any] = {
         "model": model,
         "formats": wanted,
@@ -150,6 +156,45 @@ def transcribe(
     }
     if language is not None:
         options["language"] = language
+    if ray or ray_address:  # the same files, written by a Ray cluster (see zhuanxie.ray_jobs)
+        from zhuanxie import ray_jobs
+
+        if job is not None:
+            raise fail("--job is for local runs; a --ray run resumes from its outputs by itself")
+        try:
+            settings = ray_jobs.ModelSettings(
+                model=model,
+                device=device,
+                dtype=dtype,
+                vad=("fsmn" if vad_model else "silero") if vad else "none",
+                vad_model=vad_model,
+                max_segment=max_segment,
+                language=language,
+                threads=threads,
+            )
+        except ValueError as e:
+            raise fail(str(e)) from e
+        metadata = {"model": model, "options": options}
+        raise typer.Exit(
+            ray_jobs.transcribe_command(
+                paths,
+                output_dir=output_dir,
+                formats=wanted,
+                hotwords=phrases,
+                metadata=metadata,
+                settings=settings,
+                post=(punc_model, itn),
+                overwrite=overwrite,
+                quiet=quiet,
+                jsonl=jsonl,
+                address=ray_address,
+            )
+        )
+    expansion = expand_inputs(paths)
+    for problem in expansion.problems:
+        err.print(f"[yellow]skipped:[/yellow] {problem}", highlight=False)
+    if not expansion.files:
+        raise fail("no input files found")
     if threads is not None:
         import torch
 
