@@ -317,3 +317,18 @@ def test_options_validation(options: dict[str, Any], message: str) -> None:
 def test_cuda_probe_rejects_a_cpu_device() -> None:
     with pytest.raises(ValueError, match="CudaMemoryProbe needs a CUDA device, got cpu"):
         CudaMemoryProbe("cpu")
+
+
+def test_native_memory_bounds_are_defaults_the_user_can_override(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from zhuanxie.governor import ONEDNN_CACHE_ENTRIES, bound_native_memory
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    bound_native_memory()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(ONEDNN_CACHE_ENTRIES)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")
+    bound_native_memory()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "1024"

@@ -39,6 +39,7 @@ from zhuanxie.governor import (
     ItemOutOfMemoryError,
     MemoryGovernor,
     MemoryProbe,
+    bound_native_memory,
     measure_frame_cost,
     run_with_oom_recovery,
 )
@@ -274,6 +275,7 @@ class Engine:
         runners: Sequence[Runner] | None = None,
         postprocessor: PostProcessor | None = None,
     ) -> None:
+        bound_native_memory()
         self.options = options or EngineOptions()
         self.postprocessor = postprocessor
         if runners is None:
