@@ -394,3 +394,28 @@ def test_funasr_chunk_size_sets_the_interim_interval() -> None:
     assert FunasrConfig().interval() == pytest.approx(0.6)
     assert FunasrConfig(chunk_size="8,8,4").interval() == pytest.approx(0.48)
     assert FunasrConfig(mode="offline").interval() is None
+
+
+# --- in the server's app ----------------------------------------------------------------------
+
+
+def test_the_server_app_serves_both_protocols_behind_its_api_key(
+    service: Service, recording: bytes, tmp_path: Path
+) -> None:
+    from zhuanxie.server import create_app
+    from zhuanxie.settings import ServerSettings
+
+    settings = ServerSettings(models=["tiny"], ui=False, data_dir=tmp_path, api_key=KEY)
+    # No `with`: the app's lifespan would close the shared service on the way out.
+    client = TestClient(create_app(settings, service))
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect(STREAM_PATH):
+        pass
+    with client.websocket_connect(f"{STREAM_PATH}?api_key={KEY}") as ws:
+        ws.send_json({"interval": None})
+        assert ws.receive_json()["type"] == "ready"
+    app = create_app(settings, service)
+    messages = funasr_run(
+        TestClient(app, headers={"Authorization": f"Bearer {KEY}"}), {"mode": "offline"}, recording
+    )
+    assert messages[-1]["is_final"]
+    assert len(messages) >= 2

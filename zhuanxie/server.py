@@ -35,6 +35,7 @@ from zhuanxie.deps import ApiError, AppState, State, error_body, require_api_key
 from zhuanxie.metrics import CONTENT_TYPE, Metrics
 from zhuanxie.service import Service, ServiceOptions
 from zhuanxie.settings import MIB, ServerSettings, model_id
+from zhuanxie.stream_api import StreamLimits, stream_router
 
 log = logging.getLogger("zhuanxie.server")
 
@@ -97,9 +98,27 @@ def create_app(
     app.include_router(metrics_router, dependencies=protected)
     app.include_router(transcriptions.router, dependencies=protected)
     app.include_router(jobapi.router, dependencies=protected)
+    # Live recognition (zhuanxie.stream_api): /v1/stream, and FunASR's runtime protocol at
+    # /funasr and /. WebSockets check the API key themselves (header or ?api_key=): browsers
+    # cannot set headers on them.
+    app.include_router(stream_router_for(state))
     if settings.ui:
         mount_ui(app, state)
     return app
+
+
+def stream_router_for(state: AppState) -> APIRouter:
+    """The live-recognition WebSockets on the app's services, within its interactive limits:
+    each live session holds up to one interim and its finals in that lane."""
+    settings = state.settings
+    limits = StreamLimits(
+        max_sessions=max(1, settings.max_interactive // 2),
+        max_session_s=settings.max_audio_seconds,
+    )
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return stream_router(
+        lambda model: state.services[state.resolve_model(model)], limits, api_key=key
+    )
 
 
 def build_services(settings: ServerSettings) -> dict[str, Service]:
