@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import soundfile
 from typer.testing import CliRunner
 
 from zhuanxie import ray_jobs
+from zhuanxie.audio import load_audio
 from zhuanxie.cli import app
 from zhuanxie.engine import AudioInput, Engine, EngineOptions
 from zhuanxie.generator import write_random_punctuation_model
@@ -432,3 +434,47 @@ def test_ray_refuses_a_local_job_record(audio: Path, tmp_path: Path) -> None:
     )
     assert code == 2
     assert "--job is for local runs" in output
+
+
+def test_a_uri_input_is_read_and_decoded_through_fsspec(audio: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    clip = audio / "clip03.flac"
+    fsspec.filesystem("memory").pipe_file("/zx-in/a.flac", clip.read_bytes())
+    row = ray_jobs.decode({"id": "a", "input": "memory://zx-in/a.flac"}, max_seconds=60)
+    assert row["error"] == ""
+    np.testing.assert_array_equal(row["audio"], load_audio(clip))
+    assert ray_jobs.decode({"input": "memory://zx-in/a.flac"}, max_seconds=1)["audio"].size == 0
+
+
+def test_results_on_object_storage_are_found_again_by_a_rerun(audio: Path) -> None:
+    """The finish stage's files and marker on an fsspec URI; a re-run then skips the input
+    without starting Ray at all."""
+    fsspec = pytest.importorskip("fsspec")
+    out = "memory://zx-job/out"
+    item = ray_jobs.WorkItem("a", str(audio / "clip01.wav"), f"{out}/a")
+    job = ray_jobs.RayJob([item], out, formats=("txt", "json"))
+    batch = {
+        "id": np.array(["a"], dtype=object),
+        "input": np.array([item.input], dtype=object),
+        "stem": np.array([item.stem], dtype=object),
+        "marker": np.array([ray_jobs.marker_name(item, job)], dtype=object),
+        "error": np.array([""], dtype=object),
+        "transcript": np.array([pickle.dumps(transcript())], dtype=object),
+    }
+    settings = ray_jobs.FinishSettings(
+        job.formats, job.json_metadata(), None, False, f"{out}/{ray_jobs.STATE_DIR}"
+    )
+    assert list(ray_jobs.finish(batch, settings)["error"]) == [""]
+
+    report = ray_jobs.run_job(job)
+    outputs = (f"{out}/a.txt", f"{out}/a.json")
+    assert report.rows == (ray_jobs.SummaryRow("a", item.input, "skipped", 1.0, None, outputs),)
+    summary = fsspec.filesystem("memory").cat_file(f"/zx-job/out/{ray_jobs.SUMMARY_NAME}")
+    assert json.loads(summary) == {
+        "id": "a",
+        "input": item.input,
+        "status": "skipped",
+        "duration": 1.0,
+        "error": None,
+        "outputs": list(outputs),
+    }

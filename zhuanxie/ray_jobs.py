@@ -508,7 +508,7 @@ class Transcriber:
 
 
 @dataclass(frozen=True)
-class _Finish:
+class FinishSettings:
     """What the finish stage needs (picklable)."""
 
     formats: tuple[str, ...]
@@ -529,7 +529,7 @@ def _postprocessor(punc_model: str | None, itn: bool) -> Any:
         raise RuntimeError(f"cannot load post-processing ({punc_model=}, {itn=}): see above") from e
 
 
-def finish(batch: dict[str, np.ndarray], settings: _Finish) -> dict[str, np.ndarray]:
+def finish(batch: dict[str, np.ndarray], settings: FinishSettings) -> dict[str, np.ndarray]:
     """Post stage: punctuation and ITN, then the result files and the done marker."""
     n = len(batch["id"])
     errors: list[str] = [str(e) for e in batch["error"]]
@@ -726,7 +726,7 @@ def _dataset(job: RayJob, todo: list[WorkItem], markers: Mapping[str, str]) -> A
         for item in todo
     ]
     workers, cpus, gpus = worker_resources(job, ray.cluster_resources(), len(todo))
-    settings = _Finish(
+    settings = FinishSettings(
         job.formats, job.json_metadata(), job.punc_model, job.itn, _join(job.output, STATE_DIR)
     )
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
