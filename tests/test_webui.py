@@ -7,6 +7,7 @@ import json
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,20 @@ def test_single_file_errors_speak_the_users_language(ui: WebUi, tmp_path: Path) 
     assert failed.value.key == "failed"
     assert failed.value.message("zh").startswith("识别失败：")
     assert "broken.wav" in failed.value.message("en")
+
+
+def test_a_clip_over_the_request_timeout_is_cancelled(
+    state: AppState, model: Model, clips: list[Path]
+) -> None:
+    impatient = replace(state, settings=state.settings.model_copy(update={"request_timeout": 1e-6}))
+    with pytest.raises(UiError) as e:
+        WebUi(impatient).transcribe_single(str(clips[2]), None, "", ALL_ON)
+    assert e.value.message("en") == "Transcription took over 1e-06 s and was cancelled"
+    service = state.services[MODEL_ID]
+    deadline = time.monotonic() + 30
+    while service.load().urgent:  # the cancelled input leaves the service
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_timestamps_are_sentences_when_punctuation_made_them(

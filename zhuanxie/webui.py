@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from zhuanxie.batchjobs import JobStatus
+from zhuanxie.batchjobs import JobNotFoundError, JobStatus
 from zhuanxie.hotword_lists import HotwordListError
 from zhuanxie.result import Transcript
 from zhuanxie.webui_actions import RecognitionOptions, StatsHistory, UiError, UiState, WebUi
@@ -176,8 +176,20 @@ def recognition_options(ui: WebUi, labels: Labels, prefix: str) -> tuple[Any, ..
                 elem_id=f"{prefix}-{key}",
             )
             boxes.append(box)
-    picker.change(ui.list_text, picker, hotwords, queue=False)
+    picker.change(list_text(ui), picker, hotwords, queue=False)
     return (model, picker, hotwords, *boxes)
+
+
+def list_text(ui: WebUi) -> Callable[[str | None], str]:
+    """A saved list's phrases for a text box (an error message if it was deleted meanwhile)."""
+
+    def read(name: str | None) -> str:
+        try:
+            return ui.list_text(name)
+        except HotwordListError as e:
+            raise gr.Error(str(e)) from e
+
+    return read
 
 
 def option_label(key: str, available: bool) -> Label:
@@ -286,23 +298,32 @@ def batch_tab(ui: WebUi, labels: Labels, lang: gr.Radio) -> gr.Dropdown:
             raise gr.Error(e.message(lang)) from e
         return job_id, gr.Timer(active=True), "", table_frame([], columns, lang), None
 
-    def show(job_id: str | None, lang: str) -> tuple[str, pd.DataFrame]:
+    def show(job_id: str | None, lang: str) -> tuple[str, pd.DataFrame, str | None]:
+        """The summary and the table, and the job's state (None: no job, or it is gone)."""
         if job_id is None:
-            return "", table_frame([], columns, lang)
-        view = ui.batch_view(job_id)
+            return "", table_frame([], columns, lang), None
+        try:
+            view = ui.batch_view(job_id)
+        except JobNotFoundError:  # deleted through the API meanwhile
+            return text("batch_gone", lang), table_frame([], columns, lang), None
         rows = [(r.name, text(f"state_{r.state}", lang), r.duration, r.detail) for r in view.rows]
-        return batch_summary(view.status, lang), table_frame(rows, columns, lang)
+        return batch_summary(view.status, lang), table_frame(rows, columns, lang), view.status.state
+
+    def relabel(job_id: str | None, lang: str) -> tuple[str, pd.DataFrame]:
+        summary, table, _ = show(job_id, lang)
+        return summary, table
 
     def poll(job_id: str | None, lang: str) -> tuple[str, pd.DataFrame, Any, gr.Timer]:
-        shown = show(job_id, lang)
-        if job_id is None or ui.batch_view(job_id).status.state == "running":
-            return *shown, gr.update(), gr.Timer(active=job_id is not None)
-        return *shown, str(ui.batch_zip(job_id)), gr.Timer(active=False)
+        summary, table, state = show(job_id, lang)
+        if state == "running":
+            return summary, table, gr.update(), gr.Timer(active=True)
+        archive = str(ui.batch_zip(job_id)) if job_id is not None and state is not None else None
+        return summary, table, archive, gr.Timer(active=False)
 
     inputs = [files, model, *options, lang]
     button.click(start, inputs, [job, timer, summary, table, archive], concurrency_limit=None)
     timer.tick(poll, [job, lang], [summary, table, archive, timer], concurrency_limit=None)
-    lang.change(show, [job, lang], [summary, table], queue=False)
+    lang.change(relabel, [job, lang], [summary, table], queue=False)
     return picker
 
 
@@ -370,7 +391,7 @@ def hotwords_tab(ui: WebUi, labels: Labels, lang: gr.Radio, pickers: list[gr.Dro
             raise gr.Error(str(e)) from e
         return [text("list_deleted", lang, name=list_name), "", "", *choices(None)]
 
-    chosen.change(lambda n: (n or "", ui.list_text(n)), chosen, [name, phrases], queue=False)
+    chosen.change(lambda n: (n or "", list_text(ui)(n)), chosen, [name, phrases], queue=False)
     new.click(lambda: ("", "", gr.update(value=None)), None, [name, phrases, chosen], queue=False)
     save.click(on_save, [name, phrases, lang], [status, phrases, *pickers], queue=False)
     delete.click(on_delete, [chosen, lang], [status, name, phrases, *pickers], queue=False)

@@ -7,6 +7,7 @@ for a private model.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -14,7 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ DOWNLOAD_FORMATS = ("txt", "srt", "vtt", "json")
 HOTWORDS_DIR = "hotwords"  # saved lists, under the server's data folder
 SINGLE_PRIORITY = 1  # interactive: ahead of bulk work (the server's convention, see AudioInput)
 DOWNLOADS_KEPT_S = 3600.0  # scratch folders of finished requests older than this are removed
+TEXTS_KEPT = 20_000  # batch files' texts kept in memory, so a poll reads only new results
 HISTORY_SAMPLES = 300  # points kept for the system tab's charts
 HISTORY_MIN_INTERVAL_S = 1.0  # sessions polling together share one sample per interval
 
@@ -157,7 +159,7 @@ class WebUi:
         self.history = StatsHistory()
         self._scratch: Path | None = None
         self._lock = threading.Lock()
-        self._texts: dict[tuple[str, int], str] = {}  # (job, file) -> its text, once done
+        self._texts: OrderedDict[tuple[str, int], str] = OrderedDict()  # (job, file) -> text
 
     @property
     def models(self) -> list[str]:
@@ -198,11 +200,17 @@ class WebUi:
             itn=options.itn,
             priority=SINGLE_PRIORITY,
         )
+        service = self.service(model)
         try:
-            future = self.service(model).submit(spec)
+            future = service.submit(spec)
         except OverloadedError as e:
             raise UiError("busy", seconds=e.retry_after) from e
-        result = future.result()
+        limit = self.state.settings.request_timeout  # as for the API's interactive requests
+        try:
+            result = future.result(timeout=limit)
+        except concurrent.futures.TimeoutError as e:
+            service.cancel(future)
+            raise UiError("timeout", seconds=f"{limit:g}") from e
         if result.transcript is None:
             raise UiError("failed", error=result.error)
         # The engine leaves the hotword report to its callers (the Recognizer fills it in).
@@ -272,11 +280,19 @@ class WebUi:
         return target
 
     def _text(self, job_id: str, index: int) -> str:
+        """A done file's text, from its JSON result; the most recently shown are kept."""
         key = (job_id, index)
-        if key not in self._texts:
-            path, _ = self.state.jobs.result_file(job_id, index, "json")
-            self._texts[key] = json.loads(path.read_text(encoding="utf-8"))["text"]
-        return self._texts[key]
+        with self._lock:
+            if key in self._texts:
+                self._texts.move_to_end(key)
+                return self._texts[key]
+        path, _ = self.state.jobs.result_file(job_id, index, "json")
+        found: str = json.loads(path.read_text(encoding="utf-8"))["text"]
+        with self._lock:
+            self._texts[key] = found
+            while len(self._texts) > TEXTS_KEPT:
+                self._texts.popitem(last=False)
+        return found
 
     # --- saved hotword lists -------------------------------------------------------------------
 

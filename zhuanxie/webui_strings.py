@@ -40,12 +40,17 @@ STRINGS: dict[str, tuple[str, str]] = {
     "no_audio": ("请先上传或录制一段音频", "Upload or record a clip first"),
     "busy": ("服务繁忙，请 {seconds} 秒后重试", "The service is busy; try again in {seconds} s"),
     "failed": ("识别失败：{error}", "Transcription failed: {error}"),
+    "timeout": (
+        "识别超过 {seconds} 秒，已取消",
+        "Transcription took over {seconds} s and was cancelled",
+    ),
     # batch
     "batch_files": ("音频文件（可多选）", "Audio files (several)"),
     "batch_start": ("开始批量识别", "Start the batch"),
     "batch_table": ("结果", "Results"),
     "batch_zip": ("全部结果（zip）", "All results (zip)"),
     "batch_none": ("请先选择音频文件", "Choose audio files first"),
+    "batch_gone": ("该批量任务已被删除", "This batch job was deleted"),
     "batch_summary": (
         "共 {total} 个文件：完成 {done}，失败 {failed}，进行中 {active}",
         "{total} files: {done} done, {failed} failed, {active} in progress",
