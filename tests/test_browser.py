@@ -206,20 +206,48 @@ def test_batch_progress_and_zip(page: Any, model: Model, clips: list[Path]) -> N
         assert archive.read("b.json").decode().count(expected["b.wav"]) >= 1
 
 
-def test_a_saved_hotword_list_fills_the_single_file_tab(page: Any) -> None:
+def save_list(page: Any, name: str, phrases: str) -> None:
     page.get_by_role("tab", name="热词").click()
-    page.locator("#lists-name textarea, #lists-name input").first.fill("会议")
-    page.locator("#lists-phrases textarea").fill("达摩院\n魔搭，阿里巴巴")
+    page.locator("#lists-name textarea, #lists-name input").first.fill(name)
+    page.locator("#lists-phrases textarea").fill(phrases)
     page.locator("#lists-save").click()
+    page.locator("#lists-status").get_by_text(f"已保存「{name}」").wait_for()
+
+
+def test_a_saved_hotword_list_fills_the_single_file_tab(page: Any) -> None:
+    save_list(page, "会议", "达摩院\n魔搭，阿里巴巴")
     page.locator("#lists-status").get_by_text("已保存「会议」，共 3 个热词").wait_for()
     assert page.locator("#lists-phrases textarea").input_value() == "达摩院\n魔搭\n阿里巴巴"
     shot(page, "4-hotwords")
     page.get_by_role("tab", name="单文件识别").click()
     page.locator("#single-list input").click()
     page.get_by_role("option", name="会议").click()
+    hotwords = page.locator("#single-hotwords textarea")
     page.wait_for_function(
         "document.querySelector('#single-hotwords textarea').value === '达摩院\\n魔搭\\n阿里巴巴'"
     )
+    # Saving another list leaves the single-file tab's choice and hotwords as they are.
+    save_list(page, "其他", "某词")
+    page.get_by_role("tab", name="单文件识别").click()
+    page.locator("#single-list input").click()
+    page.get_by_role("option", name="其他").wait_for()  # offered there too
+    page.keyboard.press("Escape")
+    assert hotwords.input_value() == "达摩院\n魔搭\n阿里巴巴"
+    assert page.locator("#single-list input").input_value() == "会议"
+    # Pick a list in the hotwords tab, delete it; New empties the form.
+    page.get_by_role("tab", name="热词").click()
+    page.locator("#lists-chosen input").click()
+    page.get_by_role("option", name="其他").click()
+    page.wait_for_function("document.querySelector('#lists-phrases textarea').value === '某词'")
+    page.locator("#lists-delete").click()
+    page.locator("#lists-status").get_by_text("已删除「其他」").wait_for()
+    page.locator("#lists-chosen input").click()
+    page.get_by_role("option", name="会议").click()
+    page.locator("#lists-new").click()
+    page.wait_for_function(
+        "document.querySelector('#lists-name textarea, #lists-name input').value === ''"
+    )
+    assert page.locator("#lists-phrases textarea").input_value() == ""
 
 
 def test_system_tab_shows_the_model_work_and_charts(page: Any, server: Server) -> None:

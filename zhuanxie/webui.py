@@ -176,7 +176,8 @@ def recognition_options(ui: WebUi, labels: Labels, prefix: str) -> tuple[Any, ..
                 elem_id=f"{prefix}-{key}",
             )
             boxes.append(box)
-    picker.change(list_text(ui), picker, hotwords, queue=False)
+    # .input: the user's choice only, not a value set by another event (a list being saved).
+    picker.input(list_text(ui), picker, hotwords, queue=False)
     return (model, picker, hotwords, *boxes)
 
 
@@ -370,8 +371,12 @@ def hotwords_tab(ui: WebUi, labels: Labels, lang: gr.Radio, pickers: list[gr.Dro
     pickers.append(chosen)
 
     def choices(selected: str | None) -> list[Any]:
+        # Other tabs' pickers keep their value: changing it would replace the hotwords there.
         names = ui.list_names()
-        return [gr.update(choices=names, value=selected if p is chosen else None) for p in pickers]
+        return [
+            gr.update(choices=names, value=selected) if p is chosen else gr.update(choices=names)
+            for p in pickers
+        ]
 
     def on_save(list_name: str, typed: str, lang: str) -> list[Any]:
         try:
@@ -391,7 +396,7 @@ def hotwords_tab(ui: WebUi, labels: Labels, lang: gr.Radio, pickers: list[gr.Dro
             raise gr.Error(str(e)) from e
         return [text("list_deleted", lang, name=list_name), "", "", *choices(None)]
 
-    chosen.change(lambda n: (n or "", list_text(ui)(n)), chosen, [name, phrases], queue=False)
+    chosen.input(lambda n: (n or "", list_text(ui)(n)), chosen, [name, phrases], queue=False)
     new.click(lambda: ("", "", gr.update(value=None)), None, [name, phrases, chosen], queue=False)
     save.click(on_save, [name, phrases, lang], [status, phrases, *pickers], queue=False)
     delete.click(on_delete, [chosen, lang], [status, name, phrases, *pickers], queue=False)
