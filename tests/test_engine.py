@@ -161,6 +161,20 @@ def test_arrays_bytes_and_per_input_hotwords(model, clips: list[Path]) -> None: 
     assert results[2].transcript is not None
 
 
+def test_transcripts_report_the_hotwords_asked_for_and_found(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    wave = load_audio(clips[0])
+    plain = Recognizer(model).transcribe(wave).text
+    hotwords = (plain[1:3], "魔搭")
+    (result,) = Engine(model, EngineOptions(vad="none")).transcribe_many(
+        [AudioInput(wave, sample_rate=16000, hotwords=hotwords)]
+    )
+    expected = Recognizer(model).transcribe(wave, hotwords=hotwords)
+    assert result.transcript is not None
+    assert result.transcript.hotwords == hotwords
+    assert result.transcript.text == expected.text
+    assert result.transcript.hotwords_found == expected.hotwords_found == (plain[1:3],)
+
+
 def test_progress_reports_every_input(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
     seen: list[Progress] = []
     list(Engine(model).transcribe_many(clips, progress=seen.append))

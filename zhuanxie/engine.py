@@ -43,7 +43,7 @@ from zhuanxie.governor import (
     measure_frame_cost,
     run_with_oom_recovery,
 )
-from zhuanxie.hotwords import normalize_hotwords
+from zhuanxie.hotwords import hotwords_found, normalize_hotwords
 from zhuanxie.postprocess import PostProcessor
 from zhuanxie.recognizer import Model
 from zhuanxie.result import Segment, Transcript
@@ -707,7 +707,8 @@ class Run:
                 self._report(finished, len(failed), seconds)
             else:
                 kept = tuple(d.segment for d in done if d.segment is not None)
-                ready.append((index, assemble(kept, end.duration)))
+                hotwords = normalize_hotwords(self.specs[index].hotwords)
+                ready.append((index, assemble(kept, end.duration, hotwords)))
 
     def _postprocess(self, ready: list[tuple[int, Transcript]]) -> list[tuple[int, Transcript]]:
         processor = self.engine.postprocessor
@@ -732,18 +733,27 @@ class Run:
         return spec.label if spec is not None else str(index)
 
 
-def assemble(segments: tuple[Segment, ...], duration: float) -> Transcript:
-    """Join an input's segment results (in order) into its transcript.
+def assemble(
+    segments: tuple[Segment, ...], duration: float, hotwords: tuple[str, ...] = ()
+) -> Transcript:
+    """Join an input's segment results (in order) into its transcript, with the ``hotwords``
+    asked for and those found in the text.
 
     Its language is the one spoken longest among the segments that name one (Whisper detects it
     per segment); without any (Paraformer), the transcript keeps its default, "zh".
     """
     text = join_texts([s.text for s in segments])
+    transcript = Transcript(
+        text=text,
+        duration=duration,
+        segments=segments,
+        hotwords=hotwords,
+        hotwords_found=hotwords_found(text, hotwords),
+    )
     spoken: dict[str, float] = {}
     for s in segments:
         if s.language is not None:
             spoken[s.language] = spoken.get(s.language, 0.0) + s.end - s.start
     if not spoken:
-        return Transcript(text=text, duration=duration, segments=segments)
-    language = max(spoken, key=spoken.__getitem__)
-    return Transcript(text=text, duration=duration, segments=segments, language=language)
+        return transcript
+    return replace(transcript, language=max(spoken, key=spoken.__getitem__))
