@@ -278,11 +278,13 @@ class GatedRunner(Runner):
         self.gate = threading.Event()
         self.started = threading.Event()
         self.items = 0
+        self.priorities: list[list[int]] = []  # of each batch, in the order run
 
     def decode(self, items: Sequence[Any]) -> list[Segment | None]:
         self.started.set()
         self.gate.wait(timeout=30)
         self.items += len(items)
+        self.priorities.append([it.priority for it in items])
         return super().decode(items)
 
 
@@ -310,6 +312,35 @@ def test_interims_never_pile_up(
     runner.gate.set()
     events = session.events() + session.finish(timeout=60)
     assert isinstance(events[-1], Ended)
+
+
+def test_finals_go_first_and_a_closed_segments_interim_is_dropped(
+    gated: tuple[Service, GatedRunner],
+    vad: SileroVad,
+    recording: np.ndarray,
+    speech_clips: list[np.ndarray],
+) -> None:
+    service, runner = gated
+    session = StreamSession(service, vad, replace(OPTIONS, interval=0.3))
+    first = pieces(recording[: int(1.2 * SAMPLE_RATE)].tobytes(), 2 * CHUNK)
+    for chunk in first:
+        session.push(chunk)
+    assert runner.started.wait(timeout=10)  # segment 0's first interim holds the model
+    # Past the end of clip 0 and well into clip 1: segment 0's finals are queued, and with its
+    # interim retired (cancelled), segment 1's interims may queue too.
+    later = int(1.2 * SAMPLE_RATE), 4000 + len(speech_clips[0]) + 3 * SAMPLE_RATE
+    for chunk in pieces(recording[later[0] : later[1]].tobytes(), 2 * CHUNK):
+        session.push(chunk)
+    # Waiting now: segment 0's final and segment 1's interim (segment 0's was cancelled).
+    assert session._interim is not None
+    assert session._interim[0] == 1
+    assert list(session._finals) == [0]
+    runner.gate.set()
+    events = session.events() + session.finish(timeout=60)
+    assert runner.priorities[:2] == [[2], [3]]  # the held interim, then the final alone
+    finals = [e for e in events if isinstance(e, Final)]
+    assert finals[0].segment == 0
+    assert not any(isinstance(e, Interim) and e.segment == 0 for e in events)
 
 
 def test_cancel_stops_the_decodes_in_flight(

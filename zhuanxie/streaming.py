@@ -3,7 +3,7 @@ result for each utterance.
 
     push(chunk) ─► samples ─► resample ─► VadStream ─► closed segment ─► final decode ─┐
     (int16/f32     (float32)   (soxr,      (Silero,     (padded, on the                 ├─► Service
-     bytes, or                  streaming)  pushed)      session's timeline)            │   (priority 2,
+     bytes, or                  streaming)  pushed)      session's timeline)            │   (priority 3/2,
      arrays)                                   └──► open segment, every `interval` s ─►─┘    batched with
                                                     of new audio: interim decode              every session)
                                                                                    │
@@ -13,8 +13,9 @@ The model is not a streaming one: an interim result is the open segment decoded 
 start, so it may change earlier words as more audio arrives, and the final result is the closed
 segment decoded whole (with punctuation, ITN and hotwords), the same as an offline decode of
 those samples. Decodes of all live sessions meet in the service's scheduler, which batches them
-together ahead of interactive and bulk work. A session never piles up work: while one of its
-interim decodes is running, the next one is skipped.
+together ahead of interactive and bulk work, finals ahead of interims. A session never piles up
+work: while one of its interim decodes is running, the next one is skipped, and an interim still
+waiting when its segment closes is cancelled.
 
 Events come out in segment order: every interim of a segment before its final, and finals in
 order; an interim of the next segment that completes before the previous final is held back
@@ -46,7 +47,10 @@ from zhuanxie.service import OverloadedError, Service
 from zhuanxie.text import join_texts
 from zhuanxie.vad import SAMPLE_RATE, SileroVad, SpeechSegment, VadOptions, VadStream
 
-STREAM_PRIORITY = 2  # ahead of interactive requests (1) and bulk jobs (0) in the scheduler
+# Scheduler priorities: live decodes go ahead of interactive requests (1) and bulk jobs (0), and
+# a segment's final ahead of interims, so that under load interims thin out before finals wait.
+INTERIM_PRIORITY = 2
+FINAL_PRIORITY = 3
 RETRY_S = 0.2  # longest wait before a final that the full service refused is offered again
 
 Encoding: TypeAlias = Literal["pcm_s16le", "f32le"]
@@ -180,6 +184,7 @@ class StreamSession:
         self._shown = False  # interims of the open segment were sent
         self._interim_from = 0  # position from which `interval` counts to the next interim
         self._interim: tuple[int, Future[InputResult]] | None = None  # (segment, in flight)
+        self._stale: list[Future[InputResult]] = []  # interims of closed segments, to cancel
         self._finals: dict[int, Future[InputResult]] = {}  # submitted, not yet resolved
         self._waiting: list[tuple[int, SpeechSegment]] = []  # refused by a full service
         self._ready: dict[int, Final] = {}  # resolved, waiting for earlier finals
@@ -221,12 +226,14 @@ class StreamSession:
         closed = self._vad.finish()
         with self._lock:
             self._ended = True
-            stale = self._plan(closed)
-            interim = self._interim
-            self._interim = None
-        if interim is not None:
-            self._service.cancel(interim[1])
-        self._submit_finals(stale)
+            finals = self._plan(closed)
+            stale, self._stale = self._stale, []
+            if self._interim is not None:
+                stale.append(self._interim[1])
+                self._interim = None
+        for future in stale:
+            self._service.cancel(future)
+        self._submit_finals(finals)
         with self._lock:
             self._deliver()
 
@@ -333,6 +340,9 @@ class StreamSession:
             plan = self._plan(closed)
             due = self._next_interim() if interim else None
             self._deliver()
+            stale, self._stale = self._stale, []
+        for future in stale:
+            self._service.cancel(future)
         self._submit_finals(plan)
         if due is not None:
             self._submit_interim(*due)
@@ -369,6 +379,9 @@ class StreamSession:
         self._open_start = None
         self._shown = False
         self._held = None
+        if self._interim is not None:  # still queued, it would only delay the final
+            self._stale.append(self._interim[1])
+            self._interim = None
 
     def _next_interim(self) -> tuple[int, int, Samples] | None:
         """(segment, start sample, audio) for an interim decode now, if one is due. Holds the lock."""
@@ -392,7 +405,7 @@ class StreamSession:
             vad=False,
             punctuation=self.options.punctuation and final,
             itn=self.options.itn,
-            priority=STREAM_PRIORITY,
+            priority=FINAL_PRIORITY if final else INTERIM_PRIORITY,
         )
 
     def _submit_interim(self, segment: int, start: int, audio: Samples) -> None:
@@ -601,7 +614,8 @@ class AsyncStreamSession:
 
 
 __all__ = [
-    "STREAM_PRIORITY",
+    "FINAL_PRIORITY",
+    "INTERIM_PRIORITY",
     "AsyncStreamSession",
     "Ended",
     "Event",
