@@ -1,6 +1,7 @@
 """What running through Ray costs on one machine: the local engine against a Ray job (issue #9).
 
-    python bench/ray_overhead.py [--arch paraformer-large] [--files 120] [--threads 2] [--out r.json]
+    python bench/ray_overhead.py [--arch paraformer-large] [--files 120] [--threads 2]
+                                 [--repeats 1] [--out results.json]
 
 Both transcribe the same files (the 16 kHz Mandarin clips of the shared corpus, cycled to
 ``--files`` WAV files in the cache dir) with the same full-size random checkpoint, Silero VAD and
@@ -13,9 +14,11 @@ Both transcribe the same files (the 16 kHz Mandarin clips of the shared corpus, 
   remaining slot, as the local engine's decode threads share the cores with the model), then
   ``ray_jobs.run_job``.
 
-Reported: audio seconds per wall second for each, with the model load (and, for Ray, the worker
-start) included, and without it for the local engine; the Ray start-up itself separately. The
-Ray results are checked equal to the local ones.
+The two alternate (local, Ray, local, Ray, ...) ``--repeats`` times, so that other load on the
+machine falls on both; each run records the load average at its start. Reported: the median wall
+times and audio seconds per wall second, with the model load (and, for Ray, the worker start)
+included, and without it for the local engine; the Ray start-up itself separately. The Ray
+results are checked equal to the local ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -122,21 +126,30 @@ def main() -> None:
     parser.add_argument("--arch", default="paraformer-large")
     parser.add_argument("--files", type=int, default=120)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     files = inputs(args.files)
     model = model_dir(args.arch)
-    with tempfile.TemporaryDirectory() as tmp:
-        local_out, ray_out = Path(tmp) / "local", Path(tmp) / "ray"
-        local = run_local(model, files, local_out, args.threads)
-        on_ray = run_ray(model, files, ray_out, args.threads)
-        same = all(
-            (local_out / f"{p.stem}.txt").read_bytes() == (ray_out / f"{p.stem}.txt").read_bytes()
-            for p in files
-        )
-    audio = local["audio_s"]
-    local_wall = local["load_s"] + local["transcribe_s"]
+    runs: dict[str, list[dict[str, float]]] = {"local": [], "ray": []}
+    same = True
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            local_out, ray_out = Path(tmp) / "local", Path(tmp) / "ray"
+            for name, run, out in (("local", run_local, local_out), ("ray", run_ray, ray_out)):
+                load = os.getloadavg()[0]
+                runs[name].append({**run(model, files, out, args.threads), "load_1min": load})
+            same = same and all(
+                (local_out / f"{p.stem}.txt").read_bytes()
+                == (ray_out / f"{p.stem}.txt").read_bytes()
+                for p in files
+            )
+    audio = runs["local"][0]["audio_s"]
+    local_walls = [r["load_s"] + r["transcribe_s"] for r in runs["local"]]
+    local_wall = statistics.median(local_walls)
+    transcribe = statistics.median(r["transcribe_s"] for r in runs["local"])
+    job = statistics.median(r["job_s"] for r in runs["ray"])
     results = {
         "arch": args.arch,
         "files": len(files),
@@ -144,12 +157,13 @@ def main() -> None:
         "threads": args.threads,
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
-        "local": {k: round(v, 2) for k, v in local.items()},
-        "ray": {k: round(v, 2) for k, v in on_ray.items()},
+        "runs": {k: [{n: round(x, 2) for n, x in r.items()} for r in v] for k, v in runs.items()},
+        "median_local_s": round(local_wall, 2),
+        "median_ray_job_s": round(job, 2),
         "speed_local_with_load": round(audio / local_wall, 2),
-        "speed_local_transcribe_only": round(audio / local["transcribe_s"], 2),
-        "speed_ray_job": round(audio / on_ray["job_s"], 2),
-        "ray_job_over_local": round(on_ray["job_s"] / local_wall - 1, 3),
+        "speed_local_transcribe_only": round(audio / transcribe, 2),
+        "speed_ray_job": round(audio / job, 2),
+        "ray_job_over_local": round(job / local_wall - 1, 3),
         "outputs_identical": same,
     }
     print(json.dumps(results, indent=2))
