@@ -299,10 +299,18 @@ def test_manifest_items_get_their_own_hotwords(
         pq.write_table(pa.Table.from_pylist(records), manifest)
 
     items = ray_jobs.items_from_manifest(str(manifest), str(tmp_path / "out"))
-    report = ray_jobs.run_job(
-        ray_jobs.RayJob(items, str(tmp_path / "out"), ray_jobs.ModelSettings(str(model)))
+    job = ray_jobs.RayJob(
+        items, str(tmp_path / "out"), ray_jobs.ModelSettings(str(model)), ("txt", "json")
     )
+    report = ray_jobs.run_job(job)
     assert [r.status for r in report.rows] == ["done", "done", "done"]
+    for name, asked in [
+        ("calls/with", HOTWORDS),
+        ("calls/without", ()),
+        ("relative", HOTWORDS[:1]),
+    ]:
+        document = json.loads((tmp_path / "out" / f"{name}.json").read_text(encoding="utf-8"))
+        assert document["hotwords"] == list(asked)
 
     engine = Engine(load_model(model))
     hotwords = [HOTWORDS, (), HOTWORDS[:1]]
