@@ -41,7 +41,7 @@ import soxr
 
 from zhuanxie.audio import RESAMPLE_QUALITY
 from zhuanxie.engine import AudioInput, InputResult
-from zhuanxie.hotwords import normalize_hotwords
+from zhuanxie.hotwords import hotwords_found, normalize_hotwords
 from zhuanxie.result import Segment, Sentence, Token, Transcript
 from zhuanxie.service import OverloadedError, Service
 from zhuanxie.text import join_texts
@@ -289,11 +289,13 @@ class StreamSession:
             segments = tuple(
                 Segment(f.start, f.end, f.text, f.tokens, token_ids=()) for f in finals
             )
+            text = join_texts([s.text for s in segments])
             return Transcript(
-                text=join_texts([s.text for s in segments]),
+                text=text,
                 duration=self.duration,
                 segments=segments,
                 hotwords=self.hotwords,
+                hotwords_found=hotwords_found(text, self.hotwords),
                 sentences=tuple(s for f in finals for s in f.sentences),
             )
 
