@@ -220,7 +220,9 @@ def summarise(streams: list[Stream], count: int, audio_s: float, load: float) ->
         finals=len(finals),
         end_of_speech_to_final_ms=percentiles(latencies),
         final_after_endpoint_ms=percentiles([x - SILENCE_S for x in latencies]),
-        speech_start_to_first_interim_ms=percentiles([x for s in streams for x in s.first_interims]),
+        speech_start_to_first_interim_ms=percentiles(
+            [x for s in streams for x in s.first_interims]
+        ),
         interims_per_speech_second=round(sum(s.interims for s in streams) / max(speech, 1e-9), 2),
         max_client_lag_ms=round(max(s.lag_s for s in streams) * 1000),
         load_average=load,
@@ -250,17 +252,19 @@ def main() -> None:
         try:
             asyncio.run(run(url, audio[: 8 * SAMPLE_RATE * 2], 1, args.interval))  # warm-up
             for count in args.streams:
-                before = os.getloadavg()[0]
                 streams = asyncio.run(run(url, audio, count, args.interval))
+                # The 1-minute load average at the end: ~2 of it is the server itself.
                 result = summarise(streams, count, audio_s, round(os.getloadavg()[0], 2))
                 results.append(result)
                 print(json.dumps(asdict(result)), flush=True)
-                del before
         finally:
             process.terminate()
             process.wait(timeout=30)
     report = {
-        "model": str(args.model or ("seaco-paraformer-tiny" if args.tiny else "seaco-paraformer-large (random)")),
+        "model": str(
+            args.model
+            or ("seaco-paraformer-tiny" if args.tiny else "seaco-paraformer-large (random)")
+        ),
         "audio_seconds_per_stream": audio_s,
         "interval_s": args.interval,
         "cpu_count": os.cpu_count(),
@@ -275,7 +279,9 @@ def main() -> None:
 
 def print_table(report: dict[str, object]) -> None:
     print(f"\n{report['model']}, {report['audio_seconds_per_stream']:.0f} s per stream")
-    print("| streams | finals | end of speech -> final p50 / p90 / max | final after endpoint p50 / p90 | speech start -> first interim p50 / p90 | interims per speech s | client lag |")
+    print(
+        "| streams | finals | end of speech -> final p50 / p90 / max | final after endpoint p50 / p90 | speech start -> first interim p50 / p90 | interims per speech s | client lag |"
+    )
     print("| ---: | ---: | --- | --- | --- | ---: | ---: |")
     for r in report["results"]:  # type: ignore[attr-defined]
         e, a, i = (
