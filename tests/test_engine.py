@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,6 +173,18 @@ def test_transcripts_report_the_hotwords_asked_for_and_found(model, clips: list[
     assert result.transcript.hotwords == hotwords
     assert result.transcript.text == expected.text
     assert result.transcript.hotwords_found == expected.hotwords_found == (plain[1:3],)
+
+
+def test_a_failing_input_listing_raises_after_the_rest(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    def broken() -> Iterator[Path]:
+        yield from clips[:2]
+        raise OSError("the listing failed")
+
+    results: list[InputResult] = []
+    with pytest.raises(OSError, match="the listing failed"):
+        results.extend(Engine(model, EngineOptions(vad="none")).transcribe_many(broken()))
+    assert [r.name for r in by_index(results)] == [str(p) for p in clips[:2]]
+    assert all(r.transcript is not None for r in results)
 
 
 def test_progress_reports_every_input(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]

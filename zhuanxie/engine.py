@@ -120,7 +120,7 @@ class AudioInput:
     priority: int = 0
     """Higher runs first: its decoding skips the queue of waiting inputs and its segments are
     batched before any of lower priority (0: bulk work; the server uses 1 for interactive
-    requests and 2 for live streams)."""
+    requests, 2 for live interim results and 3 for live finals)."""
 
     @property
     def label(self) -> str:
@@ -354,7 +354,8 @@ class Engine:
         """Results as inputs complete (not necessarily in input order; see ``index``).
 
         ``inputs`` is read lazily, so it may be a generator over millions of files.
-        Closing the iterator early stops every worker.
+        Closing the iterator early stops every worker. If ``inputs`` raises, the inputs read
+        before are finished and reported, then the error is raised.
         """
         run = Run(self, progress)
         run.start()
@@ -365,6 +366,8 @@ class Engine:
             yield from run.results()
         finally:
             run.stop()
+        if run.feed_error is not None:
+            raise run.feed_error
 
     def segments(self, spec: AudioInput, counter: SampleCounter) -> Iterator[SpeechSegment]:
         """The input's speech segments; ``counter`` learns its length as it streams."""
@@ -457,6 +460,7 @@ class Run:
         self.urgent_workers = urgent_workers
         self.stop_event = threading.Event()
         self.feed_done = threading.Event()  # no more inputs will be added
+        self.feed_error: Exception | None = None
         self.pending: queue.Queue[tuple[int, AudioInput]] = queue.Queue(
             maxsize=options.decode_workers * 2
         )
@@ -487,12 +491,17 @@ class Run:
         self._spawn(self._schedule)
 
     def feed(self, inputs: Iterable[Source | AudioInput]) -> None:
-        """Add every input, then mark the end of the inputs."""
-        for index, source in enumerate(inputs):
-            spec = source if isinstance(source, AudioInput) else AudioInput(source)
-            if not self.add(index, spec):
-                return
-        self.feed_done.set()
+        """Add every input, then mark the end of the inputs. If ``inputs`` raises, the inputs
+        added so far still finish and the error is kept in ``feed_error``."""
+        try:
+            for index, source in enumerate(inputs):
+                spec = source if isinstance(source, AudioInput) else AudioInput(source)
+                if not self.add(index, spec):
+                    return
+        except Exception as e:
+            self.feed_error = e
+        finally:
+            self.feed_done.set()
 
     def add(self, index: int, spec: AudioInput) -> bool:
         """Queue one input (blocks while the bulk lane is full); False if the run stopped."""
