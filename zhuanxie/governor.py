@@ -357,27 +357,16 @@ def _attempt(
 # of every length make nearly every batch's shape new, so the cache only grows; the layers of
 # one batch share a shape, so a small cache keeps every hit that matters.
 ONEDNN_CACHE_ENTRIES = 32
-# glibc raises its mmap threshold each time a large block is freed, after which large tensors
-# come from the heap and fragment it; a fixed threshold keeps them in their own mappings.
-MMAP_THRESHOLD_BYTES = 128 * 1024
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
 
 def bound_native_memory() -> None:
-    """Keep CPU-side native memory flat across a long run (see ``bench/memory.py``).
+    """Keep oneDNN's primitive cache small, so CPU memory stays flat across a long run (see
+    ``bench/memory.py``), unless the user set ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``.
 
-    Sets both limits above unless the user chose otherwise: oneDNN reads its variable when it
-    compiles its first primitive, so this takes effect only if called before any model ran.
-    Elsewhere than glibc, the allocator setting is skipped.
+    oneDNN reads the variable when it compiles its first primitive, so this takes effect only
+    if called before any model ran. (A fixed glibc mmap threshold would flatten memory further,
+    but the page faults of fresh mappings cost about 20% of the speed: see docs/benchmarks.md.)
     """
-    import ctypes
     import os
 
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_ENTRIES))
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    except (OSError, AttributeError):
-        return
