@@ -685,6 +685,54 @@ def test_cancel_job(
         assert service2.load().bulk == 0
 
 
+class StallingRunner(GatedRunner):
+    """Decodes the first batch, then holds the rest until ``gate`` is set."""
+
+    def __init__(self, model_dir: Path, options: EngineOptions) -> None:
+        super().__init__(model_dir)
+        model = load_model(model_dir)
+        self.governor = MemoryGovernor.for_cpu(Engine(model, options).governor_options())
+        self.calls = 0
+
+    def decode(self, items: Sequence[Any]) -> list[Segment | None]:
+        self.calls += 1
+        if self.calls > 1:
+            self.gate.wait(timeout=60)
+        return Runner.decode(self, items)
+
+
+def test_job_reports_a_running_files_share_decoded(
+    settings: ServerSettings, model_dir: Path, tmp_path: Path
+) -> None:
+    options = EngineOptions(vad="none", max_batch_size=1)  # one segment (<= 20 s) per batch
+    runner = StallingRunner(model_dir, options)
+    service = Service(Engine(load_model(model_dir), options, runners=[runner]))
+    long = tmp_path / "long.wav"
+    noise = np.random.default_rng(1).normal(0, 0.1, 30 * 16000).astype(np.float32)
+    sf.write(long, noise, 16000, subtype="PCM_16")  # under the fixture's 1 MiB per file
+    job_settings = derive(settings, {"data_dir": tmp_path / "data"})
+    try:
+        with TestClient(create_app(job_settings, service)) as client:
+            files = [("file", (long.name, long.read_bytes()))]
+            created = client.post("/v1/jobs", files=files, data={"vad": "false"})
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+            deadline = time.monotonic() + 30
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            while job["files"][0]["progress"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                job = client.get(f"/v1/jobs/{job_id}").json()
+            (file,) = job["files"]
+            assert file["state"] == "running"
+            assert 0 < file["progress"] < 1
+            assert job["progress"] == file["progress"]
+            runner.gate.set()
+            done = wait_job(client, job_id)
+            assert (done["progress"], done["files"][0]["progress"]) == (1, 1)
+    finally:
+        runner.gate.set()
+
+
 def test_restart_resumes_unfinished_jobs(
     settings: ServerSettings, model_dir: Path, reference: Engine, audio: list[Path], tmp_path: Path
 ) -> None:

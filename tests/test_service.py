@@ -16,6 +16,7 @@ from zhuanxie.governor import MemoryGovernor
 from zhuanxie.recognizer import Model, load_model
 from zhuanxie.result import Segment
 from zhuanxie.service import CANCELLED, CLOSED, OverloadedError, Service, ServiceOptions
+from zhuanxie.vad import VadOptions
 
 OPTIONS = EngineOptions(vad="none")
 
@@ -110,6 +111,36 @@ def test_urgent_input_runs_before_waiting_bulk_work(model: Model, waves: list[np
         assert all(f.result(timeout=60).transcript for f in bulk)
     # Batch 1 was already running; the urgent segment went next, ahead of 11 waiting ones.
     assert runner.batches[:3] == [[0], [1], [0]]
+
+
+class StallingRunner(GatedRunner):
+    """Decodes two batches, then holds the rest until ``gate`` is set."""
+
+    def decode(self, items: Sequence) -> list[Segment | None]:  # type: ignore[type-arg]
+        if len(self.batches) == 2:
+            self.started.set()
+            self.gate.wait(timeout=30)
+        self.batches.append([it.priority for it in items])
+        return Runner.decode(self, items)
+
+
+def test_progress_reports_the_audio_decoded_so_far(model: Model, waves: list[np.ndarray]) -> None:
+    options = EngineOptions(vad="none", max_batch_size=1, vad_options=VadOptions(max_segment_s=2))
+    runner = StallingRunner(model, Engine(model, options))
+    wave = np.concatenate(waves[:4])
+    with Service(Engine(model, options, runners=[runner])) as service:
+        future = service.submit(AudioInput(wave, sample_rate=16000))
+        runner.started.wait(timeout=30)
+        while service.progress(future) == 0:  # until a decoded segment reaches the collector
+            threading.Event().wait(0.01)
+        seen = service.progress(future)
+        runner.gate.set()
+        transcript = future.result(timeout=60).transcript
+        assert service.progress(future) == 0.0  # finished: no longer tracked
+    assert transcript is not None
+    assert len(transcript.segments) > 2
+    assert seen in {s.end for s in transcript.segments}
+    assert 0 < seen < transcript.duration
 
 
 def test_a_full_urgent_lane_answers_overloaded(model: Model, waves: list[np.ndarray]) -> None:

@@ -117,7 +117,8 @@ class FileStatus:
     """The upload's sanitised name, or the server-side path."""
     state: FileState
     progress: float
-    """0 until the file is finished (done, failed or cancelled), then 1."""
+    """The share decoded: while running, the audio decoded so far over the file's length (0
+    if its header gives none); 1 once finished (done, failed or cancelled)."""
     duration: float | None
     """Audio seconds (done files)."""
     error: str | None
@@ -140,7 +141,7 @@ class JobStatus:
     failed: int
     audio_seconds: float
     progress: float
-    """Share of the files finished."""
+    """Share of the files finished, running files counted by their own progress."""
     files: tuple[FileStatus, ...] = ()
     """Per file, in the order given (empty in ``JobManager.list_jobs``)."""
 
@@ -156,6 +157,8 @@ class _Active:
     index: dict[str, int]  # input key -> file index
     names: list[str]
     stop: threading.Event = field(default_factory=threading.Event)
+    # Inputs in the engine, for their progress: key -> (future, seconds of audio if known).
+    live: dict[str, tuple[Future[InputResult], float | None]] = field(default_factory=dict)
     cancelled: bool = False
     thread: threading.Thread | None = None
 
@@ -258,7 +261,17 @@ class JobManager:
                     items = view.items()
             except JobError as e:
                 raise JobNotFoundError(f"job {job_id} cannot be read: {e}") from e
-        return _status(meta, items, running=active is not None, files=files)
+        progress = {} if active is None else self._progress(active)
+        return _status(meta, items, running=active is not None, files=files, progress=progress)
+
+    @staticmethod
+    def _progress(job: _Active) -> dict[str, float]:
+        """Each running input's share decoded so far, where its length is known."""
+        return {
+            key: min(job.service.progress(future) / seconds, 1.0)
+            for key, (future, seconds) in list(job.live.items())
+            if seconds
+        }
 
     def list_jobs(self) -> list[JobStatus]:
         """Every job, oldest first, without per-file detail."""
@@ -424,7 +437,7 @@ class JobManager:
                 claimed.extend(job.store.claim_pending(limit - len(running)))
             while claimed and len(running) < limit:
                 key = claimed[0]
-                problem = self._problem(job, key)
+                problem, seconds = self._problem(job, key)
                 if problem is not None:
                     job.store.mark_failed(claimed.popleft(), self._named(job, key, problem))
                     continue
@@ -434,11 +447,14 @@ class JobManager:
                     job.stop.wait(min(e.retry_after, 5.0))
                     break
                 running[future] = claimed.popleft()
+                job.live[key] = (future, seconds)
             if not claimed and not running:
                 return  # nothing pending: the job is finished
             finished, _ = wait(list(running), timeout=POLL_S, return_when=FIRST_COMPLETED)
             for future in finished:
-                self._record(job, running.pop(future), future.result())
+                key = running.pop(future)
+                job.live.pop(key, None)
+                self._record(job, key, future.result())
         for future in running:
             job.service.cancel(future)
         if job.cancelled:
@@ -447,20 +463,22 @@ class JobManager:
             for key in claimed:
                 job.store.mark_failed(key, CANCELLED)
 
-    def _problem(self, job: _Active, key: str) -> str | None:
-        """Why an input cannot be transcribed, found before it goes to the engine."""
+    def _problem(self, job: _Active, key: str) -> tuple[str | None, float | None]:
+        """Why an input cannot be transcribed, found before it goes to the engine, and its
+        length in seconds where its header tells."""
         path = Path(key)
         uploads = (self.root / job.id / "uploads").resolve()
         if not inside(path.resolve(), [uploads, *self.settings.allowed_roots]):
-            return "no longer inside the server's allowed roots"
+            return "no longer inside the server's allowed roots", None
         try:
             seconds = audio_info(path).duration_s
         except AudioError as e:
-            return str(e)
+            return str(e), None
         limit = self.settings.max_audio_seconds
         if seconds is not None and seconds > limit:
-            return f"{seconds:.0f} s of audio is longer than the server's limit of {limit:.0f} s"
-        return None
+            message = f"{seconds:.0f} s of audio is longer than the server's limit of {limit:.0f} s"
+            return message, seconds
+        return None, seconds
 
     @staticmethod
     def _named(job: _Active, key: str, error: str) -> str:
@@ -525,12 +543,19 @@ def _unfinished(directory: Path) -> bool:
 
 
 def _status(
-    meta: Mapping[str, Any], items: Sequence[JobItem], *, running: bool, files: bool
+    meta: Mapping[str, Any],
+    items: Sequence[JobItem],
+    *,
+    running: bool,
+    files: bool,
+    progress: Mapping[str, float] | None = None,
 ) -> JobStatus:
+    """The job's status from its record; ``progress`` gives running inputs' shares done."""
     by_key = {item.key: item for item in items}
+    progress = progress or {}
     cancelled = bool(meta["cancelled"])
     details = tuple(
-        _file_status(i, f["name"], by_key[f["key"]], cancelled)
+        _file_status(i, f["name"], by_key[f["key"]], cancelled, progress.get(f["key"], 0.0))
         for i, f in enumerate(meta["files"])
         if f["key"] in by_key
     )
@@ -558,12 +583,17 @@ def _status(
         done=done,
         failed=failed,
         audio_seconds=sum(f.duration or 0.0 for f in details),
-        progress=(done + failed) / total if total else 1.0,
+        progress=(done + failed + sum(f.progress for f in details if f.state == "running")) / total
+        if total
+        else 1.0,
         files=details if files else (),
     )
 
 
-def _file_status(index: int, name: str, item: JobItem, job_cancelled: bool) -> FileStatus:
+def _file_status(
+    index: int, name: str, item: JobItem, job_cancelled: bool, share: float
+) -> FileStatus:
+    """One file's status; ``share`` is how much of it is decoded, while it runs."""
     state: FileState = item.state
     stopped = job_cancelled and item.state in ("pending", "running")
     if stopped or (item.state == "failed" and item.error == CANCELLED):
@@ -573,7 +603,7 @@ def _file_status(index: int, name: str, item: JobItem, job_cancelled: bool) -> F
         index=index,
         name=name,
         state=state,
-        progress=1.0 if finished else 0.0,
+        progress=1.0 if finished else share if state == "running" else 0.0,
         duration=item.duration,
         error=item.error if state != "done" else None,
         started_at=item.started_at,

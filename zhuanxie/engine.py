@@ -470,6 +470,7 @@ class Run:
         self.done: queue.Queue[_Done | _InputEnd | _InputError | None] = queue.Queue()
         self.batches: queue.Queue[list[_Item] | None] = queue.Queue()
         self.specs: dict[int, AudioInput] = {}  # inputs added and not yet reported
+        self.decoded: dict[int, float] = {}  # input -> seconds of its audio decoded so far
         self.cancelled: set[int] = set()
         # Runners in use; the scheduler hands out a batch only while one is free, so segments
         # keep pooling (into larger, better-sorted batches) while every device is busy.
@@ -693,6 +694,9 @@ class Run:
                 continue
             if isinstance(message, _Done):
                 parts.setdefault(index, []).append(message)
+                if message.segment is not None:
+                    reached = max(self.decoded.get(index, 0.0), message.segment.end)
+                    self.decoded[index] = reached
             elif isinstance(message, _InputEnd):
                 ends[index] = message
             else:
@@ -739,6 +743,7 @@ class Run:
     def _name(self, index: int) -> str:
         """The input's name; its bookkeeping ends here, as it is reported."""
         spec = self.specs.pop(index, None)
+        self.decoded.pop(index, None)
         return spec.label if spec is not None else str(index)
 
 

@@ -70,6 +70,7 @@ class Service:
         self._run = Run(engine, urgent_workers=self.options.urgent_workers)
         self._lock = threading.Condition()
         self._futures: dict[int, tuple[Future[InputResult], bool]] = {}  # index -> (future, urgent)
+        self._indices: dict[Future[InputResult], int] = {}
         self._backlog: OrderedDict[int, AudioInput] = OrderedDict()
         self._ids = itertools.count()
         self._urgent = 0
@@ -102,6 +103,7 @@ class Service:
             future: Future[InputResult] = Future()
             future.set_running_or_notify_cancel()
             self._futures[index] = (future, urgent)
+            self._indices[future] = index
             self._urgent += urgent
             if not urgent:
                 self._backlog[index] = spec
@@ -114,15 +116,21 @@ class Service:
         """Stop work on a submitted input; its future resolves with the error "cancelled".
         False if it had already finished."""
         with self._lock:
-            found = [i for i, (f, _) in self._futures.items() if f is future]
-            if not found:
+            index = self._indices.get(future)
+            if index is None:
                 return False
-            index = found[0]
             if self._backlog.pop(index, None) is not None:
                 self._resolve(index, InputResult(index, str(index), None, CANCELLED))
                 return True
         self._run.cancel(index)
         return True
+
+    def progress(self, future: Future[InputResult]) -> float:
+        """Seconds of the input's audio decoded so far (up to the end of the furthest segment
+        done); 0 before its first segment and once it has finished."""
+        with self._lock:
+            index = self._indices.get(future)
+        return 0.0 if index is None else self._run.decoded.get(index, 0.0)
 
     def load(self) -> Load:
         with self._lock:
@@ -173,6 +181,7 @@ class Service:
         if entry is None:
             return
         future, urgent = entry
+        del self._indices[future]
         self._urgent -= urgent
         if result.transcript is not None:
             self._seconds_per_input = 0.9 * self._seconds_per_input + 0.1 * max(
