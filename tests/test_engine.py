@@ -239,13 +239,28 @@ def test_an_item_too_big_for_memory_fails_only_its_input(model, clips: list[Path
     # The shortest clip fits alone, the longer ones never do.
     flaky = flaky_engine(model, options, capacity=frames[0])
     results = by_index(list(flaky.transcribe_many(clips[:3])))
-    assert results[0].error is None
+    assert (results[0].error, results[0].cause) == (None, None)
+    assert [r.cause for r in results[1:]] == ["memory", "memory"]
     assert [r.error for r in results[1:]] == [
         f"the {n * 0.06:.1f} s segment at 0.0 s ran out of memory even alone (CUDA out of "
         "memory. Tried to allocate 2.00 GiB (injected)); lower the maximum segment length "
         "or free device memory"
         for n in frames[1:]
     ]
+
+
+class BrokenRunner(Runner):
+    def decode(self, items: Sequence) -> list[Segment | None]:  # type: ignore[type-arg]
+        raise RuntimeError("a bug in the model code (injected)")
+
+
+def test_an_unexpected_batch_error_fails_its_inputs_as_internal(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    options = EngineOptions(vad="none")
+    governor = MemoryGovernor.for_cpu(Engine(model, options).governor_options())
+    broken = Engine(model, options, runners=[BrokenRunner(ParaformerBackend(model), governor)])
+    (result,) = broken.transcribe_many(clips[:1])
+    assert result.error == "RuntimeError: a bug in the model code (injected)"
+    assert result.cause == "internal"
 
 
 def test_options_are_validated() -> None:

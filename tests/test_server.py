@@ -685,6 +685,24 @@ def test_cancel_job(
         assert service2.load().bulk == 0
 
 
+class BrokenRunner(GatedRunner):
+    def decode(self, items: Sequence[Any]) -> list[Segment | None]:
+        raise RuntimeError("a bug in the model code (injected)")
+
+
+def test_an_internal_failure_is_a_500(
+    settings: ServerSettings, model_dir: Path, audio: list[Path], tmp_path: Path
+) -> None:
+    runner = BrokenRunner(model_dir)
+    service = Service(Engine(load_model(model_dir), EngineOptions(vad="none"), runners=[runner]))
+    with TestClient(create_app(derive(settings, {"data_dir": tmp_path}), service)) as client:
+        error = assert_error(upload(client, audio[0]), 500, "transcription failed")
+    assert error["code"] == "internal_error"
+    assert error["message"] == (
+        f"{audio[0].name}: transcription failed: RuntimeError: a bug in the model code (injected)"
+    )
+
+
 class StallingRunner(GatedRunner):
     """Decodes the first batch, then holds the rest until ``gate`` is set."""
 

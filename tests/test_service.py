@@ -163,7 +163,7 @@ def test_cancelling_a_waiting_input(model: Model, waves: list[np.ndarray]) -> No
         assert service.cancel(futures[-1])
         runner.gate.set()
         results = [f.result(timeout=60) for f in futures]
-    assert results[-1].error == CANCELLED
+    assert (results[-1].error, results[-1].cause) == (CANCELLED, "cancelled")
     assert all(r.transcript is not None for r in results[:-1])
 
 
@@ -173,7 +173,10 @@ def test_cancelling_an_input_in_the_pipeline(model: Model, waves: list[np.ndarra
         running = service.submit(AudioInput(waves[0], sample_rate=16000, priority=1))
         runner.started.wait(timeout=30)
         assert service.cancel(running)
-        assert running.result(timeout=60).error == CANCELLED
+        assert (running.result(timeout=60).error, running.result().cause) == (
+            CANCELLED,
+            "cancelled",
+        )
         runner.gate.set()
         after = service.submit(AudioInput(waves[1], sample_rate=16000, priority=1))
         assert after.result(timeout=60).transcript is not None
@@ -195,8 +198,8 @@ def test_closing_resolves_unfinished_inputs(model: Model, waves: list[np.ndarray
     runner.started.wait(timeout=30)
     runner.gate.set()
     service.close()
-    errors = [f.result(timeout=1).error for f in futures]
-    assert CLOSED in errors
+    errors = [(f.result(timeout=1).error, f.result().cause) for f in futures]
+    assert (CLOSED, "closed") in errors
     with pytest.raises(RuntimeError, match="closed"):
         service.submit(AudioInput(waves[0], sample_rate=16000))
 
@@ -208,6 +211,7 @@ def test_a_bad_input_fails_alone(model: Model, waves: list[np.ndarray]) -> None:
         result = bad.result(timeout=60)
         assert result.name == "junk.wav"
         assert result.error is not None
+        assert result.cause == "input"
         assert good.result(timeout=60).transcript is not None
 
 

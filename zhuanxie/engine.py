@@ -131,6 +131,12 @@ class AudioInput:
         return "<bytes>" if isinstance(self.source, bytes) else "<array>"
 
 
+Cause = Literal["input", "memory", "internal", "cancelled", "closed"]
+"""Why an input failed: its own problem (unreadable, not audio, bad options), a segment too big
+for the device's memory even alone, an unexpected error inside zhuanxie, the caller cancelled it,
+or the service closed first."""
+
+
 @dataclass(frozen=True)
 class InputResult:
     """What became of one input: a transcript, or the reason it failed."""
@@ -139,6 +145,7 @@ class InputResult:
     name: str
     transcript: Transcript | None
     error: str | None = None
+    cause: Cause | None = None  # set with ``error``
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,7 @@ class _InputEnd:
 class _InputError:
     input_index: int
     error: str
+    cause: Cause = "input"
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,7 @@ class _Done:
     segment_index: int
     segment: Segment | None
     error: str | None = None
+    cause: Cause | None = None
 
 
 _Message = _Item | _InputEnd | _InputError
@@ -256,10 +265,10 @@ class Runner:
                 f"even alone ({outcome.reason}); lower the maximum segment length "
                 "or free device memory"
             )
-            return _Done(item.input_index, item.segment_index, None, error)
+            return _Done(item.input_index, item.segment_index, None, error, "memory")
         if isinstance(outcome, BaseException):
             error = f"{type(outcome).__name__}: {outcome}"
-            return _Done(item.input_index, item.segment_index, None, error)
+            return _Done(item.input_index, item.segment_index, None, error, "internal")
         return _Done(item.input_index, item.segment_index, outcome)
 
 
@@ -515,7 +524,7 @@ class Run:
     def cancel(self, index: int) -> None:
         """Stop work on an input; it is reported as failed with the error "cancelled"."""
         self.cancelled.add(index)
-        self.done.put(_InputError(index, "cancelled"))
+        self.done.put(_InputError(index, "cancelled", "cancelled"))
 
     def results(self) -> Iterator[InputResult]:
         yield from self._collect()
@@ -593,7 +602,7 @@ class Run:
             return
         except Exception as e:
             log.exception("input %s failed", spec.label)
-            self._put(messages, _InputError(index, f"{type(e).__name__}: {e}"))
+            self._put(messages, _InputError(index, f"{type(e).__name__}: {e}", "internal"))
             return
         self._put(messages, _InputEnd(index, count, counter.samples / SAMPLE_RATE))
 
@@ -704,7 +713,7 @@ class Run:
                 parts.pop(index, None)
                 ends.pop(index, None)
                 finished += 1
-                yield InputResult(index, self._name(index), None, message.error)
+                yield InputResult(index, self._name(index), None, message.error, message.cause)
                 self._report(finished, len(failed), seconds)
                 continue
             end = ends.get(index)
@@ -712,11 +721,12 @@ class Run:
                 continue
             del ends[index]
             done = sorted(parts.pop(index, []), key=lambda d: d.segment_index)
-            errors = [d.error for d in done if d.error is not None]
+            errors = [d for d in done if d.error is not None]
             if errors:
                 failed.add(index)
                 finished += 1
-                yield InputResult(index, self._name(index), None, errors[0])
+                first = errors[0]
+                yield InputResult(index, self._name(index), None, first.error, first.cause)
                 self._report(finished, len(failed), seconds)
             else:
                 kept = tuple(d.segment for d in done if d.segment is not None)

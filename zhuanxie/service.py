@@ -120,7 +120,7 @@ class Service:
             if index is None:
                 return False
             if self._backlog.pop(index, None) is not None:
-                self._resolve(index, InputResult(index, str(index), None, CANCELLED))
+                self._resolve(index, InputResult(index, str(index), None, CANCELLED, "cancelled"))
                 return True
         self._run.cancel(index)
         return True
@@ -149,7 +149,7 @@ class Service:
         self._dispatcher.join(timeout=30)
         with self._lock:
             for index in list(self._futures):
-                self._resolve(index, InputResult(index, str(index), None, CLOSED))
+                self._resolve(index, InputResult(index, str(index), None, CLOSED, "closed"))
             self._backlog.clear()
 
     def __enter__(self) -> Service:

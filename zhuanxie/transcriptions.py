@@ -40,7 +40,7 @@ from zhuanxie.audio import SAMPLE_RATE, AudioError, audio_info, stream_audio
 from zhuanxie.deps import ApiError, AppState, State
 from zhuanxie.engine import AudioInput, InputResult
 from zhuanxie.result import Transcript
-from zhuanxie.service import CANCELLED, CLOSED, OverloadedError, Service
+from zhuanxie.service import OverloadedError, Service
 from zhuanxie.uploads import UploadTooLargeError, sanitize_filename, save_upload
 from zhuanxie.writers import to_srt, to_vtt
 
@@ -74,9 +74,6 @@ LANGUAGE_NAMES = {
     "hi": "hindi",
 }
 _LANGUAGE_CODES = {name: code for code, name in LANGUAGE_NAMES.items()} | {"mandarin": "zh"}
-# An engine error of the form "SomeError: ..." came from inside the server (see
-# zhuanxie.engine: the input's own problems, such as undecodable audio, are plain messages).
-_INTERNAL_ERROR = re.compile(r"[A-Z][A-Za-z]*(Error|Exception): ")
 
 
 class ModelCard(BaseModel):
@@ -325,7 +322,7 @@ async def transcribe(
         service.cancel(future)
         raise
     if result.transcript is None:
-        raise result_error(name, result.error or "unknown error", Path(str(spec.source)))
+        raise result_error(name, result, Path(str(spec.source)))
     return result
 
 
@@ -352,16 +349,17 @@ async def wait_for(request: Request, future: Future[InputResult], timeout: float
             waiter.cancel()
 
 
-def result_error(name: str, error: str, temp: Path) -> ApiError:
-    """The HTTP error for an input the engine could not transcribe."""
+def result_error(name: str, result: InputResult, temp: Path) -> ApiError:
+    """The HTTP error for an input the engine could not transcribe, by the failure's cause."""
+    error = result.error or "unknown error"
     message = _named(error, temp, name)
-    if error == CLOSED:
+    if result.cause == "closed":
         return unavailable(f"{name}: {error}")
-    if error == CANCELLED:
+    if result.cause == "cancelled":
         return ApiError(503, f"{name}: cancelled", code="cancelled")
-    if "ran out of memory" in error:
+    if result.cause == "memory":
         return unavailable(f"{name}: {message}")
-    if _INTERNAL_ERROR.match(error):
+    if result.cause == "internal":
         return ApiError(500, f"{name}: transcription failed: {message}", code="internal_error")
     if not message.startswith(name):
         message = f"{name}: {message}"
