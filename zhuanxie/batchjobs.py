@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, Literal
 from zhuanxie.audio import AudioError, audio_info
 from zhuanxie.engine import AudioInput, InputResult
 from zhuanxie.jobs import JobError, JobItem, JobStore, JobView
-from zhuanxie.service import CANCELLED, CLOSED, OverloadedError, Service
+from zhuanxie.service import CANCELLED, OverloadedError, Service
 from zhuanxie.settings import ServerSettings
 from zhuanxie.uploads import (
     PathNotAllowedError,
@@ -501,7 +501,7 @@ class JobManager:
         """Write a finished input's outputs, then mark it done (or record its failure)."""
         if result.transcript is None:
             assert result.error is not None
-            if result.error == CLOSED or (result.error == CANCELLED and not job.cancelled):
+            if result.cause == "closed" or (result.cause == "cancelled" and not job.cancelled):
                 return  # the server is stopping: the input stays unfinished, resumable
             job.store.mark_failed(key, self._named(job, key, result.error))
             return
