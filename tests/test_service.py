@@ -163,7 +163,11 @@ def test_cancelling_a_waiting_input(model: Model, waves: list[np.ndarray]) -> No
         assert service.cancel(futures[-1])
         runner.gate.set()
         results = [f.result(timeout=60) for f in futures]
-    assert (results[-1].error, results[-1].cause) == (CANCELLED, "cancelled")
+    assert (results[-1].name, results[-1].error, results[-1].cause) == (
+        f"w{len(waves) - 1}",
+        CANCELLED,
+        "cancelled",
+    )
     assert all(r.transcript is not None for r in results[:-1])
 
 

@@ -119,8 +119,10 @@ class Service:
             index = self._indices.get(future)
             if index is None:
                 return False
-            if self._backlog.pop(index, None) is not None:
-                self._resolve(index, InputResult(index, str(index), None, CANCELLED, "cancelled"))
+            waiting = self._backlog.pop(index, None)
+            if waiting is not None:
+                result = InputResult(index, waiting.label, None, CANCELLED, "cancelled")
+                self._resolve(index, result)
                 return True
         self._run.cancel(index)
         return True
