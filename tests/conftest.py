@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import wave as wavfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from zhuanxie.generator import write_random_model
+from zhuanxie.engine import Engine, EngineOptions
+from zhuanxie.generator import write_random_model, write_random_punctuation_model
+from zhuanxie.postprocess import PostProcessor
+from zhuanxie.punctuation import Punctuator, load_punctuation_model
+from zhuanxie.recognizer import load_model
+from zhuanxie.service import Service
 
 TINY_ARCHS = ("paraformer-tiny", "seaco-paraformer-tiny", "bicif-paraformer-tiny")
 DEFAULT_AUDIO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
@@ -70,3 +75,18 @@ def speech_clips(audio_dir: Path) -> list[np.ndarray]:
                 clips.append(read_wav(path))
     assert len(clips) >= 5, f"expected the Mandarin clips in {audio_dir / 'zh'}"
     return clips
+
+
+@pytest.fixture(scope="module")
+def punctuated_service(
+    tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """A service on the tiny SeACo model with a tiny punctuation model, without VAD."""
+    punc = write_random_punctuation_model(tmp_path_factory.mktemp("punc"), "ct-punc-zh-tiny", 0)
+    engine = Engine(
+        load_model(tiny_model_dir("seaco-paraformer-tiny")),
+        EngineOptions(vad="none"),
+        postprocessor=PostProcessor(Punctuator(load_punctuation_model(punc))),
+    )
+    with Service(engine) as service:
+        yield service

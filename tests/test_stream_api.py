@@ -7,7 +7,6 @@ import io
 import json
 import time
 import wave
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,8 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from zhuanxie.engine import AudioInput, Engine, EngineOptions
+from zhuanxie.engine import AudioInput
 from zhuanxie.funasr_ws import FunasrConfig
-from zhuanxie.generator import write_random_punctuation_model
-from zhuanxie.postprocess import PostProcessor
-from zhuanxie.punctuation import Punctuator, load_punctuation_model
-from zhuanxie.recognizer import load_model
 from zhuanxie.service import Service
 from zhuanxie.stream_api import STREAM_PATH, StreamLimits, stream_router
 from zhuanxie.streaming import Final, StreamOptions, StreamSession
@@ -34,17 +29,8 @@ CHUNK_BYTES = 3200  # 100 ms of 16-bit audio
 
 
 @pytest.fixture(scope="module")
-def service(
-    tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    punc = write_random_punctuation_model(tmp_path_factory.mktemp("punc"), "ct-punc-zh-tiny", 0)
-    engine = Engine(
-        load_model(tiny_model_dir("seaco-paraformer-tiny")),
-        EngineOptions(vad="none"),
-        postprocessor=PostProcessor(Punctuator(load_punctuation_model(punc))),
-    )
-    with Service(engine) as service:
-        yield service
+def service(punctuated_service: Service) -> Service:
+    return punctuated_service
 
 
 @pytest.fixture(scope="module")

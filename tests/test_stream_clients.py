@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.sync.client import connect
 
-from zhuanxie.engine import AudioInput, Engine, EngineOptions
-from zhuanxie.generator import write_random_punctuation_model
-from zhuanxie.postprocess import PostProcessor
-from zhuanxie.punctuation import Punctuator, load_punctuation_model
-from zhuanxie.recognizer import load_model
+from zhuanxie.engine import AudioInput
 from zhuanxie.service import Service
 from zhuanxie.stream_api import stream_router
 from zhuanxie.streaming import Final, StreamOptions, StreamSession
@@ -39,17 +35,8 @@ funasr_client = pytest.importorskip("funasr_client")
 
 
 @pytest.fixture(scope="module")
-def service(
-    tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    punc = write_random_punctuation_model(tmp_path_factory.mktemp("punc"), "ct-punc-zh-tiny", 0)
-    engine = Engine(
-        load_model(tiny_model_dir("seaco-paraformer-tiny")),
-        EngineOptions(vad="none"),
-        postprocessor=PostProcessor(Punctuator(load_punctuation_model(punc))),
-    )
-    with Service(engine) as service:
-        yield service
+def service(punctuated_service: Service) -> Service:
+    return punctuated_service
 
 
 @pytest.fixture(scope="module")
