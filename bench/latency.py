@@ -35,17 +35,16 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import websockets
+from serving import start_server  # bench/ is the script's directory
 
 from zhuanxie.generator import write_random_model, write_random_punctuation_model
 
@@ -126,44 +125,19 @@ def models(args: argparse.Namespace) -> tuple[Path, Path]:
     return model, punc
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(args: argparse.Namespace, data: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(args: argparse.Namespace, data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The server for the streams and its /v1/stream URL."""
     model, punc = models(args)
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "zhuanxie.cli",
-        "serve",
-        "--host=127.0.0.1",
-        f"--port={port}",
+    options = [
         f"--model={model}",
         f"--punc-model={punc}",
         f"--data-dir={data}",
         f"--max-interactive={2 * max(args.streams) + 2}",
-        "--no-ui",
-        "--log-level=warning",
     ]
     if args.threads is not None:
-        command.append(f"--threads={args.threads}")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sys.stderr)
-    url = f"ws://127.0.0.1:{port}/v1/stream"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"zhuanxie serve exited with status {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process, url
-        except OSError:
-            time.sleep(0.2)
-    process.terminate()
-    raise SystemExit("zhuanxie serve did not start within 300 s")
+        options.append(f"--threads={args.threads}")
+    process, url = start_server(options, timeout=300)
+    return process, url.replace("http://", "ws://", 1) + "/v1/stream"
 
 
 async def client(url: str, audio: bytes, interval: float, delay: float) -> Stream:
@@ -248,7 +222,7 @@ def main() -> None:
     audio_s = len(samples) / SAMPLE_RATE
     results = []
     with tempfile.TemporaryDirectory() as data:
-        process, url = start_server(args, Path(data))
+        process, url = start(args, Path(data))
         try:
             asyncio.run(run(url, audio[: 8 * SAMPLE_RATE * 2], 1, args.interval))  # warm-up
             for count in args.streams:

@@ -27,9 +27,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile as sf
+from serving import start_server  # bench/ is the script's directory
 
 from zhuanxie.generator import write_random_model, write_random_punctuation_model
 from zhuanxie.metrics import resident_bytes
@@ -74,12 +73,6 @@ class Report:
         return self.transport_errors == 0 and not server_errors
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def tiny_models(cache: Path) -> tuple[Path, Path]:
     model, punc = cache / "seaco-paraformer-tiny", cache / "ct-punc-zh-tiny"
     if not model.is_dir():
@@ -100,42 +93,20 @@ def synthetic_clips(folder: Path, count: int = 8) -> list[Path]:
     return paths
 
 
-def start_server(args: argparse.Namespace, data: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(args: argparse.Namespace, data: Path) -> tuple[subprocess.Popen[bytes], str]:
     model, punc = (args.model, args.punc_model)
     if model is None:
         model, punc = tiny_models(args.cache)
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "zhuanxie.cli",
-        "serve",
-        "--host=127.0.0.1",
-        f"--port={port}",
+    options = [
         f"--model={model}",
         f"--data-dir={data}",
         f"--max-interactive={args.max_interactive}",
-        "--no-ui",
-        "--log-level=warning",
     ]
     if punc is not None:
-        command.append(f"--punc-model={punc}")
+        options.append(f"--punc-model={punc}")
     if args.threads is not None:
-        command.append(f"--threads={args.threads}")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sys.stderr)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"zhuanxie serve exited with status {process.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise SystemExit("zhuanxie serve did not become ready within 180 s")
+        options.append(f"--threads={args.threads}")
+    return start_server(options, timeout=180)
 
 
 async def client_loop(
@@ -272,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         clips = args.audio or synthetic_clips(Path(scratch))
         process = None
         if args.url is None:
-            process, url = start_server(args, Path(scratch) / "data")
+            process, url = start(args, Path(scratch) / "data")
             pid = process.pid
         else:
             url, pid = args.url.rstrip("/"), args.pid or 0
