@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 import zhuanxie.backend
 from zhuanxie.audio import load_audio
@@ -292,6 +293,48 @@ def test_two_runners_share_the_work_and_agree_with_one(model, speech_files: list
     two = {r.index: r.transcript for r in engine.transcribe_many(speech_files)}
     assert two == one
     assert len(used) == 2
+
+
+class ThreadRecordingRunner(Runner):
+    """Notes which thread decodes, and how many PyTorch threads the feature workers had."""
+
+    def __init__(self, model: Model, governor: MemoryGovernor) -> None:
+        super().__init__(ParaformerBackend(model), governor)
+        self.decoded_in: set[int] = set()
+        self.feature_threads: set[tuple[int, int]] = set()
+        features = self.backend.features
+
+        def recording(audio: np.ndarray) -> torch.Tensor:
+            self.feature_threads.add((threading.get_ident(), torch.get_num_threads()))
+            return features(audio)
+
+        self.backend.features = recording  # type: ignore[method-assign]
+
+    def decode(self, items: Sequence) -> list[Segment | None]:  # type: ignore[type-arg]
+        self.decoded_in.add(threading.get_ident())
+        return super().decode(items)
+
+
+def test_one_runner_decodes_in_the_callers_thread(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    options = EngineOptions(vad="none", batch_frames=300)
+    governor = MemoryGovernor.for_cpu(Engine(model, options).governor_options())
+    runner = ThreadRecordingRunner(model, governor)
+    engine = Engine(model, options, runners=[runner])
+    results = list(engine.transcribe_many(clips))
+    assert all(r.transcript is not None for r in results)
+    assert engine.stats.batches > 1
+    assert runner.decoded_in == {threading.get_ident()}
+
+
+def test_feature_workers_leave_the_cores_to_the_model(model, clips: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    options = EngineOptions(vad="none")
+    governor = MemoryGovernor.for_cpu(Engine(model, options).governor_options())
+    runner = ThreadRecordingRunner(model, governor)
+    threads = torch.get_num_threads()
+    list(Engine(model, options, runners=[runner]).transcribe_many(clips))
+    assert {count for _, count in runner.feature_threads} == {1}
+    assert threading.get_ident() not in {ident for ident, _ in runner.feature_threads}
+    assert torch.get_num_threads() == threads
 
 
 class FakeProbe:

@@ -15,6 +15,7 @@ item's result does not depend on its batch-mates (see ``decoding``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -48,6 +49,7 @@ from zhuanxie.postprocess import PostProcessor
 from zhuanxie.recognizer import Model
 from zhuanxie.result import Segment, Transcript
 from zhuanxie.text import join_texts
+from zhuanxie.threads import serial_native_threads
 from zhuanxie.vad import SileroVad, SpeechSegment, VadOptions, fixed_segments
 
 log = logging.getLogger("zhuanxie.engine")
@@ -219,6 +221,13 @@ class _Done:
     cause: Cause | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class _Batch:
+    """A batch for the runner that decodes in the collecting thread."""
+
+    items: list[_Item]
+
+
 _Message = _Item | _InputEnd | _InputError
 # Marks "nothing more is waiting" inside the collector's loop.
 _FLUSH = _InputError(-1, "")
@@ -366,7 +375,9 @@ class Engine:
         Closing the iterator early stops every worker. If ``inputs`` raises, the inputs read
         before are finished and reported, then the error is raised.
         """
-        run = Run(self, progress)
+        # Decoding in the caller's thread, which usually loaded the model, is what a CPU needs:
+        # a second thread of PyTorch work would slow every kernel (see ``threads``).
+        run = Run(self, progress, inline=len(self.runners) == 1)
         run.start()
         feeder = threading.Thread(target=run.feed, args=(inputs,), daemon=True)
         feeder.start()
@@ -462,7 +473,10 @@ class Run:
         progress: Callable[[Progress], None] | None = None,
         *,
         urgent_workers: int = 0,
+        inline: bool = False,
     ) -> None:
+        if inline and len(engine.runners) != 1:
+            raise ValueError("only an engine with one runner can decode inline")
         self.engine = engine
         self.progress = progress
         options = engine.options
@@ -476,7 +490,7 @@ class Run:
         self.urgent: queue.Queue[tuple[int, AudioInput]] = queue.Queue()
         self.messages: queue.Queue[_Message] = queue.Queue(maxsize=options.queue_segments)
         self.urgent_messages: queue.Queue[_Message] = queue.Queue()
-        self.done: queue.Queue[_Done | _InputEnd | _InputError | None] = queue.Queue()
+        self.done: queue.Queue[_Done | _InputEnd | _InputError | _Batch | None] = queue.Queue()
         self.batches: queue.Queue[list[_Item] | None] = queue.Queue()
         self.specs: dict[int, AudioInput] = {}  # inputs added and not yet reported
         self.decoded: dict[int, float] = {}  # input -> seconds of its audio decoded so far
@@ -485,6 +499,8 @@ class Run:
         # keep pooling (into larger, better-sorted batches) while every device is busy.
         self.busy = 0
         self.runners_left = len(engine.runners)
+        # Inline, the runner decodes in the thread that collects the results (see ``results``).
+        self.inline = inline
         self.busy_lock = threading.Lock()
         self.free = threading.Event()
         self.free.set()
@@ -496,8 +512,9 @@ class Run:
         count = self.engine.options.decode_workers
         self.workers = [self._spawn(self._work, False) for _ in range(count)]
         self.workers += [self._spawn(self._work, True) for _ in range(self.urgent_workers)]
-        for runner in self.engine.runners:
-            self._spawn(self._run_batches, runner)
+        if not self.inline:
+            for runner in self.engine.runners:
+                self._spawn(self._run_batches, runner)
         self._spawn(self._schedule)
 
     def feed(self, inputs: Iterable[Source | AudioInput]) -> None:
@@ -527,6 +544,9 @@ class Run:
         self.done.put(_InputError(index, "cancelled", "cancelled"))
 
     def results(self) -> Iterator[InputResult]:
+        """Results as inputs complete. In an inline run, this is also where batches are decoded,
+        so nothing is decoded while the caller holds a result, and a cancelled input is reported
+        after the batch in progress."""
         yield from self._collect()
 
     def stop(self) -> None:
@@ -551,6 +571,7 @@ class Run:
         return False
 
     def _work(self, urgent_only: bool) -> None:
+        serial_native_threads()  # features and VAD are small; the cores belong to the model
         while not self.stop_event.is_set():
             # Read the end mark before the queues: an input added before it is then seen.
             ending = self.feed_done.is_set()
@@ -648,25 +669,35 @@ class Run:
                     pool = [it for i, it in enumerate(pool) if i not in keep]
             if drained and not pool:
                 break
-        for _ in self.engine.runners:
-            self.batches.put(None)
+        if self.inline:  # after every batch it was handed: the queue keeps their order
+            self.done.put(None)
+        else:
+            for _ in self.engine.runners:
+                self.batches.put(None)
 
     def _dispatch(self, batch: list[_Item]) -> None:
         with self.busy_lock:
             self.busy += 1
             if self.busy == len(self.engine.runners):
                 self.free.clear()
-        self.batches.put(batch)
+        if self.inline:
+            self.done.put(_Batch(batch))
+        else:
+            self.batches.put(batch)
+
+    def _decode(self, runner: Runner, batch: list[_Item]) -> list[_Done]:
+        started = time.perf_counter()
+        done = runner.run_batch(batch)
+        self.engine.record(runner, batch, time.perf_counter() - started)
+        with self.busy_lock:
+            self.busy -= 1
+            self.free.set()
+        return done
 
     def _run_batches(self, runner: Runner) -> None:
         while (batch := self.batches.get()) is not None:
-            started = time.perf_counter()
-            for done in runner.run_batch(batch):
+            for done in self._decode(runner, batch):
                 self.done.put(done)
-            self.engine.record(runner, batch, time.perf_counter() - started)
-            with self.busy_lock:
-                self.busy -= 1
-                self.free.set()
         with self.busy_lock:
             self.runners_left -= 1
             if self.runners_left == 0:
@@ -677,15 +708,22 @@ class Run:
         ends: dict[int, _InputEnd] = {}
         failed: set[int] = set()  # inputs already reported; their late messages are dropped
         ready: list[tuple[int, Transcript]] = []  # complete, waiting for post-processing
+        decoded: collections.deque[_Done] = collections.deque()  # by the inline runner
         finished, seconds = 0, 0.0
         while True:
             # Block only when nothing is ready: inputs completed in the same round are then
             # post-processed (punctuated) together, as one batch.
-            block = not ready
-            try:
-                message = self.done.get(block=block)
-            except queue.Empty:
-                message = _FLUSH
+            message: _Done | _InputEnd | _InputError | _Batch | None
+            if decoded:
+                message = decoded.popleft()
+            else:
+                try:
+                    message = self.done.get(block=not ready)
+                except queue.Empty:
+                    message = _FLUSH
+            if isinstance(message, _Batch):
+                decoded.extend(self._decode(self.engine.runners[0], message.items))
+                continue
             if message is None or message is _FLUSH:
                 for index, transcript in self._postprocess(ready):
                     finished += 1
