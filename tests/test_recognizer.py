@@ -164,3 +164,19 @@ def test_int8_quantises_linear_layers_and_mostly_agrees_with_float32(
         total += max(len(a), len(b))
         agree += sum(x == y for x, y in zip(a, b))
     assert agree / total > 0.5
+
+
+def test_int8_timestamp_blstm_places_tokens_as_float32_does(
+    tiny_model_dir: Callable[..., Path],
+) -> None:
+    path = tiny_model_dir("seaco-paraformer-tiny")
+    fp32 = load_model(path).network.predictor
+    int8 = load_model(path, dtype="int8").network.predictor
+    assert type(int8.blstm).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    enc = torch.randn(2, 40, fp32.dims.d_model, generator=torch.Generator().manual_seed(0))
+    lens, tokens = torch.tensor([40, 31]), torch.tensor([9, 7])
+    with torch.inference_mode():
+        a = fp32.upsampled_alphas(enc, lens, tokens)
+        b = int8.upsampled_alphas(enc, lens, tokens)
+    torch.testing.assert_close(b.sum(-1), tokens.float())  # each spreads the token count
+    torch.testing.assert_close(b, a, atol=1e-3, rtol=0.0)  # weights are ~0.075

@@ -90,10 +90,13 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") ->
 
 
 def quantize_linear_layers(network: Paraformer) -> None:
-    """Dynamic int8 quantisation of the Linear layers of the encoder and decoders, in place.
+    """Dynamic int8 quantisation of the Linear layers of the encoder and decoders, and of the
+    timestamp BLSTM, in place.
 
-    The CIF predictor stays float32: its weights decide how many tokens there are, and a
-    quantisation error there changes the transcript's length rather than one token.
+    The CIF weights stay float32: they decide how many tokens there are, and a quantisation
+    error there changes the transcript's length rather than one token. The BLSTM only places
+    tokens in time, and as float32 it was a fifth of the int8 model's time (a step per 20 ms,
+    each reading all its weights); int8 makes it three times faster.
     """
     from torch.ao.quantization import quantize_dynamic
 
@@ -107,6 +110,11 @@ def quantize_linear_layers(network: Paraformer) -> None:
                 wrapped = torch.nn.Sequential(module)  # quantize_dynamic skips a bare Linear root
                 quantized = quantize_dynamic(wrapped, {torch.nn.Linear}, torch.qint8)  # type: ignore[no-untyped-call]
                 setattr(network, name, quantized[0])
+        predictor = network.predictor
+        if predictor.dims.upsample_times:
+            wrapped = torch.nn.Sequential(predictor.blstm)
+            quantized = quantize_dynamic(wrapped, {torch.nn.LSTM}, torch.qint8)  # type: ignore[no-untyped-call]
+            predictor.blstm = quantized[0]
 
 
 class Recognizer:
