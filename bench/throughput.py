@@ -23,8 +23,10 @@ Workloads
 Every measurement runs in a child process (this script with ``--child``), so each system's peak
 RSS is its own and one system's allocator state cannot help or hurt the other. Each child loads
 its model, runs the workload once to warm up (oneDNN primitive caches, allocator pools), then
-runs it timed. The children alternate (ours fp32, funasr, ours bf16, ours int8, ...), and each is
-repeated ``--repeats`` times; the tables report the median wall time.
+runs it timed: workload (a) ``--rounds`` times, the kinds of run (plain, hotwords, batch 8)
+interleaved, workload (b) once. The children alternate (ours fp32, funasr, ours bf16, ours int8,
+...), and each is repeated ``--repeats`` times; the tables report the median wall time, and the
+hotword cost is the median over neighbouring plain/hotword pairs.
 
 Token identity: funasr's token ids are recorded by wrapping its tokenizer's ``ids2tokens``, which
 its ``inference`` calls once per result with the ids it decoded (blank/sos/eos removed); ours are
@@ -536,10 +538,25 @@ def child_short(spec: dict[str, Any], result: dict[str, Any]) -> None:
     for run in runs.values():  # warm-up: each run kind once over the distinct clips
         run(clips)
     result["warmup_seconds"] = time.perf_counter() - started
+    # Interleaved rounds: a slow spell of the machine then hits every kind of run alike, and the
+    # hotword cost is read from pairs of neighbouring runs.
+    timings: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    outputs: dict[str, tuple[list[list[int]] | None, dict[str, Any]]] = {}
+    for _ in range(spec.get("rounds", 1)):
+        for name, run in runs.items():
+            timing, outputs[name] = measured(lambda run=run: run(waves))
+            timings[name].append(timing)
     result["runs"] = {}
-    for name, run in runs.items():
-        timing, (ids, stats) = measured(lambda run=run: run(waves))
-        result["runs"][name] = {**timing, "ids": ids, "engine_stats": stats}
+    for name, rounds in timings.items():
+        ids, stats = outputs[name]
+        result["runs"][name] = {
+            "seconds": median([t["seconds"] for t in rounds]),
+            "cpu_seconds": median([t["cpu_seconds"] for t in rounds]),
+            "other_cores": max(t["other_cores"] for t in rounds),
+            "round_seconds": [t["seconds"] for t in rounds],
+            "ids": ids,
+            "engine_stats": stats,
+        }
     finished(result)
     result["audio_seconds"] = sum(len(w) for w in waves) / SAMPLE_RATE
 
@@ -727,6 +744,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workloads", default="short,long", help="short, long or both")
     parser.add_argument("--no-batch8", action="store_true", help="skip funasr batch_size=8")
     parser.add_argument("--hotwords", type=int, default=20, help="hotword phrases (SeACo)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timed rounds per child of workload (a), interleaved"
+    )
     parser.add_argument("--seed", type=int, default=0, help="model weights and audio order")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "zhuanxie-bench")
     parser.add_argument("--audio", default=None, help="corpus root (default $ZHUANXIE_TEST_AUDIO)")
@@ -777,6 +797,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "workloads": workloads,
             "seed": args.seed,
             "hotwords": args.hotwords,
+            "rounds": args.rounds,
             "audio": str(root),
             "cache": str(args.cache),
         },
@@ -975,6 +996,7 @@ def run_alternating(
                         "model_dir": str(model_dirs[arch]),
                         "hotwords": hotwords if arch.startswith("seaco") else None,
                         "batch8": not args.no_batch8,
+                        "rounds": args.rounds,
                     }
                     if workload == "long":
                         spec.update(long_spec)
@@ -1022,8 +1044,13 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                     if kind not in ("plain", "total"):
                         name += f" {kind}"
                     row = rows.setdefault(
-                        name, {"seconds": [], "ids": None, "rss": [], "other": []}
+                        name, {"seconds": [], "ids": None, "rss": [], "other": [], "pairs": []}
                     )
+                    plain = r["runs"].get("plain", {})
+                    if kind == "hotwords" and "round_seconds" in plain:
+                        row["pairs"] += [
+                            p / h - 1 for p, h in zip(plain["round_seconds"], run["round_seconds"])
+                        ]
                     row["seconds"].append(run["seconds"])
                     row["other"].append(run.get("other_cores", 0.0))
                     row["audio_seconds"] = r["audio_seconds"]
@@ -1082,7 +1109,10 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                 if name.startswith("zhuanxie") and base_row and base_row is not row:
                     entry["identical_to_our_fp32"] = identical(row["ids"], base_row["ids"])
                 plain = rows.get(name.removesuffix(" hotwords"))
-                if name.endswith("hotwords") and plain and plain.get("seconds"):
+                if row["pairs"]:  # throughput with hotwords / without, run after run
+                    entry["hotword_throughput_change"] = median(row["pairs"])
+                    entry["hotword_pairs"] = len(row["pairs"])
+                elif name.endswith("hotwords") and plain and plain.get("seconds"):
                     entry["hotword_throughput_change"] = median(plain["seconds"]) / wall - 1
                 out[name] = entry
             summary[key] = out
