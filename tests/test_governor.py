@@ -305,7 +305,7 @@ def test_stats_count_batches_ooms_and_budget() -> None:
         ({"max_batch_size": 0}, r"max_batch_size must be a positive int, got 0"),
         (
             {"min_padded_frames": 5000},
-            r"min_padded_frames \(5000\) must not exceed cpu_padded_frames \(2000\)",
+            r"min_padded_frames \(5000\) must not exceed cpu_padded_frames \(1000\)",
         ),
     ],
 )

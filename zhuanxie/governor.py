@@ -95,13 +95,13 @@ class CudaMemoryProbe:
 class GovernorOptions:
     """How the padded-frames budget is set and adapted; frames are LFR frames (60 ms)."""
 
-    cpu_padded_frames: int = 2000
-    """The fixed budget on CPU: 2000 frames (120 s of audio) per batch. Measured for the
-    Paraformer-large encoder on 2 threads, CPU time per real frame was lowest at 1000-2000,
-    about 70% higher at 500 (too few rows per matmul to amortise each weight read and each
-    call's overhead) and about 40% higher at 4000-16000, where activations outgrow the caches
-    (the FFN's alone is 32 MB at 4000 frames) and padding grows. The machine was shared, so
-    re-check with the benchmark before relying on the last 10%."""
+    cpu_padded_frames: int = 1000
+    """The fixed budget on CPU: 1000 frames (60 s of audio) per batch. Measured with full-size
+    SeACo-Paraformer on 2 threads (``bench/throughput.py``'s 20-minute recording, runs
+    alternated): 1000 frames took 39.5-44.1 s where 2000 took 45.9-49.0 s and 600 took
+    41.9-48.2 s; int8 was equal or faster at 1000. Fewer frames leave too few rows per matmul to
+    amortise each weight read; more make the activations outgrow the caches (the FFN's alone is
+    8 MB at 1000 frames, 32 MB at 4000) and add padding."""
     max_batch_size: int = 64
     """Most items per batch. Caps the host-side work per batch (padding, results) and the
     wait before an input's first results; beyond the budget, more items add nothing."""

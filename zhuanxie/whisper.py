@@ -17,7 +17,7 @@ queued segments hold only their own frames.
 
 Cost. The encoder always runs on a 30 s window, however short the segment, so every segment
 costs the same: ``WINDOW_FRAMES`` = 500 of the engine's 60 ms budget frames. A budget of F padded
-frames is therefore a batch of F // 500 segments (the CPU default of 2000 frames is 4); pass
+frames is therefore a batch of F // 500 segments (the CPU default of 1000 frames is 2); pass
 ``EngineOptions(batch_frames=batch_frames(n))`` for batches of n. Set the budget explicitly on
 GPUs too: the engine's memory governor measures torch's allocator, and CTranslate2 has its own.
 
