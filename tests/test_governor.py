@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from zhuanxie.governor import (
     CudaMemoryProbe,
     GovernorOptions,
     GovernorStats,
+    HeapTrimmer,
     ItemOutOfMemoryError,
     MemoryGovernor,
     budget_from_memory,
@@ -332,3 +335,27 @@ def test_native_memory_bounds_are_defaults_the_user_can_override(
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")
     bound_native_memory()
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "1024"
+
+
+def resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_heap_trimmer_returns_freed_heap_pages_to_the_system() -> None:
+    trimmer = HeapTrimmer(interval_s=0.0)
+    # 200 MB in pieces below glibc's mmap threshold, so they come from the heap; the last one
+    # stays, pinning the heap's top, so freeing the rest leaves holes glibc would keep.
+    pieces = [bytearray(b"x" * 100_000) for _ in range(2000)]
+    keep = pieces[-1]
+    del pieces
+    before = resident_mib()
+    assert trimmer()
+    assert before - resident_mib() > 150
+    assert len(keep) == 100_000
+
+
+def test_heap_trimmer_trims_at_most_once_per_interval() -> None:
+    trimmer = HeapTrimmer(interval_s=60.0)
+    assert [trimmer(), trimmer()] == [True, False]

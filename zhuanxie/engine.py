@@ -37,6 +37,7 @@ from zhuanxie.fsmn_vad import FsmnVad
 from zhuanxie.governor import (
     CudaMemoryProbe,
     GovernorOptions,
+    HeapTrimmer,
     ItemOutOfMemoryError,
     MemoryGovernor,
     MemoryProbe,
@@ -58,6 +59,11 @@ log = logging.getLogger("zhuanxie.engine")
 # is idle: long enough to pool the segments of a file that is being decoded, short enough that
 # the device never idles noticeably.
 POOL_WAIT_S = 0.05
+# The scheduler pools at most this many batches' worth of frames: enough to sort segments into
+# well-filled batches, and a bound on memory that does not depend on how long segments are.
+POOL_BATCHES = 4
+# Segments a decode worker may hand over ahead of the scheduler's pool.
+HANDOFF_SEGMENTS = 16
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,8 @@ class EngineOptions:
     padding under 25%. On a CPU batching buys little and padding is pure waste; on a GPU,
     lower it (0 packs purely by the memory budget)."""
     queue_segments: int = 256
-    """Segments waiting for the model, at most; bounds memory for any input length."""
+    """Segments pooled for batching, at most (and at most four batches' worth of frames);
+    with the decode workers' hand-off, this bounds memory for any input length."""
     chunk_seconds: float = 30.0
     """Audio decoded per step of a streaming input."""
 
@@ -294,6 +301,7 @@ class Engine:
         postprocessor: PostProcessor | None = None,
     ) -> None:
         bound_native_memory()
+        self.trim_heap = HeapTrimmer()
         self.options = options or EngineOptions()
         self.postprocessor = postprocessor
         if runners is None:
@@ -488,7 +496,7 @@ class Run:
             maxsize=options.decode_workers * 2
         )
         self.urgent: queue.Queue[tuple[int, AudioInput]] = queue.Queue()
-        self.messages: queue.Queue[_Message] = queue.Queue(maxsize=options.queue_segments)
+        self.messages: queue.Queue[_Message] = queue.Queue(maxsize=HANDOFF_SEGMENTS)
         self.urgent_messages: queue.Queue[_Message] = queue.Queue()
         self.done: queue.Queue[_Done | _InputEnd | _InputError | _Batch | None] = queue.Queue()
         self.batches: queue.Queue[list[_Item] | None] = queue.Queue()
@@ -637,10 +645,12 @@ class Run:
         cap = engine.options.queue_segments
         pool: list[_Item] = []
         while not self.stop_event.is_set():
+            frames = POOL_BATCHES * engine.budget.max_padded_frames
+            full = len(pool) >= cap or sum(it.frames for it in pool) >= frames
             message: _Message | None = None
             with contextlib.suppress(queue.Empty):
                 message = self.urgent_messages.get_nowait()
-            if message is None and len(pool) < cap:  # a full pool stops reading bulk work
+            if message is None and not full:  # a full pool stops reading bulk work
                 with contextlib.suppress(queue.Empty):
                     message = self.messages.get(timeout=POOL_WAIT_S)
             elif message is None:
@@ -660,7 +670,7 @@ class Run:
                 top = max(it.priority for it in pool)
                 candidates = [i for i, it in enumerate(pool) if it.priority == top]
                 idle = message is None  # nothing arrived for a while: don't hold segments back
-                flush = top > 0 or idle or drained or len(pool) >= cap
+                flush = top > 0 or idle or drained or full
                 lengths = [pool[i].frames for i in candidates]
                 chosen = next_batch(lengths, engine.budget, flush=flush)
                 if chosen is not None:
@@ -689,6 +699,7 @@ class Run:
         started = time.perf_counter()
         done = runner.run_batch(batch)
         self.engine.record(runner, batch, time.perf_counter() - started)
+        self.engine.trim_heap()
         with self.busy_lock:
             self.busy -= 1
             self.free.set()

@@ -16,6 +16,7 @@ owns one.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -370,3 +371,41 @@ def bound_native_memory() -> None:
     import os
 
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_ENTRIES))
+
+
+class HeapTrimmer:
+    """Hands the C heap's free pages back to the system, at most once per ``interval_s``.
+
+    A batch's activations are freed when it ends, but glibc keeps most of that memory, and as
+    batches of different shapes come and go the heap fragments and grows: over a 2-hour
+    recording peak memory rose 24% above a 10-minute one's (``bench/memory.py``). Calling
+    ``malloc_trim`` after batches keeps it within 8%, without the 20% slowdown of a fixed mmap
+    threshold: the next batch faults its pages back in once, not every tensor. A no-op where the
+    C library has no ``malloc_trim`` (not glibc).
+    """
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._last = 0.0
+        self._trim = _malloc_trim()
+
+    def __call__(self) -> bool:
+        """Trim if the interval has passed since the last trim; whether it trimmed."""
+        now = time.monotonic()
+        if self._trim is None or now - self._last < self.interval_s:
+            return False
+        self._last = now
+        self._trim(0)
+        return True
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return trim
