@@ -377,11 +377,11 @@ class HeapTrimmer:
     """Hands the C heap's free pages back to the system, at most once per ``interval_s``.
 
     A batch's activations are freed when it ends, but glibc keeps most of that memory, and as
-    batches of different shapes come and go the heap fragments and grows: over a 2-hour
-    recording peak memory rose 24% above a 10-minute one's (``bench/memory.py``). Calling
-    ``malloc_trim`` after batches keeps it within 8%, without the 20% slowdown of a fixed mmap
-    threshold: the next batch faults its pages back in once, not every tensor. A no-op where the
-    C library has no ``malloc_trim`` (not glibc).
+    batches of different shapes come and go the heap fragments and grows. With the engine's
+    queues bounded, peak memory over a 2-hour recording was still 10.8% above a 10-minute one's
+    (``bench/memory.py``, tiny model, 4-batch pool); trimming after batches made it 7.3-9.2%,
+    without the 20% slowdown of a fixed mmap threshold: the next batch faults its pages back in
+    once, not every tensor. A no-op where the C library has no ``malloc_trim`` (not glibc).
     """
 
     def __init__(self, interval_s: float = 1.0) -> None:

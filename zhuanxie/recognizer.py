@@ -79,7 +79,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") ->
     # CIF integrates weights over hundreds of frames: keep it in float32 at any model dtype.
     network.predictor.float()
     if dtype == "int8":
-        quantize_linear_layers(network)
+        quantize_int8(network)
     frontend = Frontend(
         load_cmvn(files.cmvn), options_from_config(config.get("frontend_conf") or {})
     ).to(torch_device)
@@ -89,7 +89,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32") ->
     )
 
 
-def quantize_linear_layers(network: Paraformer) -> None:
+def quantize_int8(network: Paraformer) -> None:
     """Dynamic int8 quantisation of the Linear layers of the encoder and decoders, and of the
     timestamp BLSTM, in place.
 
