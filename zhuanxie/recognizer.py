@@ -100,21 +100,21 @@ def quantize_int8(network: Paraformer) -> None:
     """
     from torch.ao.quantization import quantize_dynamic
 
+    targets: list[tuple[torch.nn.Module, str, type[torch.nn.Module]]] = [
+        (network, name, torch.nn.Linear)
+        for name in ("encoder", "decoder", "seaco_decoder", "hotword_output_layer")
+        if hasattr(network, name)
+    ]
+    if network.predictor.dims.upsample_times:
+        targets.append((network.predictor, "blstm", torch.nn.LSTM))
     with warnings.catch_warnings():
         # Deprecated in favour of torchao, which this project does not depend on; still the
-        # eager-mode path PyTorch ships for CPU int8 Linear layers.
+        # eager-mode path PyTorch ships for CPU int8 Linear and LSTM layers.
         warnings.simplefilter("ignore")
-        for name in ("encoder", "decoder", "seaco_decoder", "hotword_output_layer"):
-            if hasattr(network, name):
-                module = getattr(network, name)
-                wrapped = torch.nn.Sequential(module)  # quantize_dynamic skips a bare Linear root
-                quantized = quantize_dynamic(wrapped, {torch.nn.Linear}, torch.qint8)  # type: ignore[no-untyped-call]
-                setattr(network, name, quantized[0])
-        predictor = network.predictor
-        if predictor.dims.upsample_times:
-            wrapped = torch.nn.Sequential(predictor.blstm)
-            quantized = quantize_dynamic(wrapped, {torch.nn.LSTM}, torch.qint8)  # type: ignore[no-untyped-call]
-            predictor.blstm = quantized[0]
+        for owner, name, kind in targets:
+            wrapped = torch.nn.Sequential(getattr(owner, name))  # it skips a bare root module
+            quantized = quantize_dynamic(wrapped, {kind}, torch.qint8)  # type: ignore[no-untyped-call]
+            setattr(owner, name, quantized[0])
 
 
 class Recognizer:
