@@ -1046,10 +1046,10 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                     row = rows.setdefault(
                         name, {"seconds": [], "ids": None, "rss": [], "other": [], "pairs": []}
                     )
-                    plain = r["runs"].get("plain", {})
-                    if kind == "hotwords" and "round_seconds" in plain:
+                    if kind == "hotwords":  # its child timed plain runs alongside
+                        plain_rounds = r["runs"]["plain"]["round_seconds"]
                         row["pairs"] += [
-                            p / h - 1 for p, h in zip(plain["round_seconds"], run["round_seconds"])
+                            p / h - 1 for p, h in zip(plain_rounds, run["round_seconds"])
                         ]
                     row["seconds"].append(run["seconds"])
                     row["other"].append(run.get("other_cores", 0.0))
@@ -1108,12 +1108,9 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                     base_row = rows.get("zhuanxie fp32 hotwords")
                 if name.startswith("zhuanxie") and base_row and base_row is not row:
                     entry["identical_to_our_fp32"] = identical(row["ids"], base_row["ids"])
-                plain = rows.get(name.removesuffix(" hotwords"))
                 if row["pairs"]:  # throughput with hotwords / without, run after run
                     entry["hotword_throughput_change"] = median(row["pairs"])
                     entry["hotword_pairs"] = len(row["pairs"])
-                elif name.endswith("hotwords") and plain and plain.get("seconds"):
-                    entry["hotword_throughput_change"] = median(plain["seconds"]) / wall - 1
                 out[name] = entry
             summary[key] = out
     return summary
